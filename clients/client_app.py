@@ -1,0 +1,37 @@
+"""One ClientApp for all algorithms: decode, call the core, encode.
+
+The experiment (data, model, seeds) comes from Flower's run config; the algorithm
+settings come with each train message. All algorithm settings at 0 is FedAvg.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedwsa.client import local_round
+from fedwsa.config import ExperimentConfig
+from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
+
+app = ClientApp()
+
+
+def _partition_id(context: Context) -> int:
+    return int(context.node_config[PARTITION_ID])
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Tell the server which partition this node holds (for seeded sampling)."""
+    return Message(RecordDict({CONFIG: ConfigRecord({PARTITION_ID: _partition_id(context)})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One round of local training from the global parameters in ``msg``."""
+    cfg = ExperimentConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
+    settings = decode_train(msg.content[CONFIG])
+    state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
+    new_state, reply = local_round(cfg, _partition_id(context), state, settings)
+    content = RecordDict({ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply))})
+    return Message(content, reply_to=msg)

@@ -1,0 +1,105 @@
+"""What every entry point does before starting Flower: validate, resolve, record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedwsa.client import partitions
+from fedwsa.config import ConfigError, ExperimentConfig, from_dict
+from fedwsa.data import DatasetUnavailable, load_dataset
+from fedwsa.partition import PartitionError
+from experiments.launch import PROJECT_DIR, LaunchError
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("strategy", "dataset", "model", "partition")
+
+
+def fail(message: str, code: int) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def preflight_groups(argv: list[str]) -> None:
+    """Reject an unknown config-group option (``strategy=foo``) with exit code 2.
+
+    Hydra's own message for this is several lines and exits with 1.
+    """
+    for arg in argv:
+        m = re.fullmatch(r"(\w+)=([\w,.\-]+)", arg)
+        if not m or m.group(1) not in GROUPS:
+            continue
+        group = m.group(1)
+        allowed = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+        for value in m.group(2).split(","):
+            if value not in allowed:
+                fail(f"{group}: unknown option {value!r}; allowed: {', '.join(allowed)}", 2)
+
+
+def code_version() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_DIR), "describe", "--always", "--dirty", "--abbrev=12"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )  # fmt: skip
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def prepare(cfg: DictConfig) -> ExperimentConfig:
+    """Resolve and validate the Hydra config, check the data and the split, save config.json.
+
+    Everything that can be wrong in the input fails here, before any process starts.
+    """
+    try:
+        raw: Any = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(str(getattr(e, "full_key", "config") or "config"), str(e).splitlines()[0]) from e
+    exp = from_dict(raw)
+    out = Path(exp.out_dir).resolve()
+    root = Path(exp.dataset.root).expanduser().resolve()
+    exp = dataclasses.replace(exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root)))
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset(exp.dataset.name, exp.dataset.root, exp.dataset.download)
+    partitions(exp)  # an impossible split fails now, not inside a client
+    record = {
+        "config": dataclasses.asdict(exp),
+        "code_version": code_version(),
+        "data_source": ds.source,
+        "versions": {p: version(p) for p in ("flwr", "torch", "numpy", "hydra-core")},
+        "command": sys.argv,
+    }
+    (out / "config.json").write_text(json.dumps(record, indent=1))
+    return exp
+
+
+def _sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def report_errors() -> Iterator[None]:
+    """User mistakes and known failures: one line on stderr and an exit code, no traceback."""
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        yield
+    except (ConfigError, PartitionError) as e:
+        fail(str(e), 2)
+    except (DatasetUnavailable, LaunchError) as e:
+        fail(str(e), 1)
+    except KeyboardInterrupt:
+        fail("interrupted; every process this run started has been stopped", 130)

@@ -1,0 +1,85 @@
+"""Everything a client does, free of Flower: its data, its model, one round of training.
+
+``clients/client_app.py`` only decodes the message, calls :func:`local_round` and
+encodes the reply.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from fedwsa.config import ExperimentConfig
+from fedwsa.data import load_dataset
+from fedwsa.models import build_model
+from fedwsa.partition import partition
+from fedwsa.regularizers import make_regularizer
+from fedwsa.train import train
+from fedwsa.wire import TrainReply, TrainSettings
+from fedwsa.wsa import model_scope, scoped_names
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (e.g. base seed, round, partition id)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+@lru_cache(maxsize=4)
+def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
+    """All clients' train index sets (cached: computed once per process and config)."""
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    p = cfg.partition
+    return partition(
+        ds.y_train.numpy(), p.kind, cfg.num_clients, cfg.seeds.partition, alpha=p.alpha,
+        labels_per_client=p.labels_per_client, min_size=p.min_size, max_retries=p.max_retries,
+    )  # fmt: skip
+
+
+def client_data(cfg: ExperimentConfig, partition_id: int) -> tuple[Tensor, Tensor]:
+    """Client ``partition_id``'s training tensors."""
+    if not 0 <= partition_id < cfg.num_clients:
+        raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    idx = torch.from_numpy(partitions(cfg)[partition_id])
+    return ds.x_train[idx], ds.y_train[idx]
+
+
+def new_model(cfg: ExperimentConfig) -> nn.Module:
+    """The experiment's model, initialised from ``seeds.model_init``."""
+    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    torch.manual_seed(cfg.seeds.model_init)
+    return build_model(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
+
+
+def local_round(
+    cfg: ExperimentConfig,
+    partition_id: int,
+    state: dict[str, Tensor],
+    settings: TrainSettings,
+) -> tuple[dict[str, Tensor], TrainReply]:
+    """Start from the global ``state``, train locally, return new state and the report.
+
+    Batch order is seeded by ``(seeds.train, round, partition_id)``, so a client's
+    round is reproducible wherever it runs.
+    """
+    torch.set_num_threads(cfg.client_threads)
+    x, y = client_data(cfg, partition_id)
+    model = new_model(cfg)
+    model.load_state_dict(state)
+    names = scoped_names(model, settings.wsa_scope_all)
+    regularizer = make_regularizer(
+        model, proximal_mu=settings.proximal_mu, wsa_lambda=settings.wsa_lambda,
+        target=settings.target, names=names, distance=settings.wsa_distance,
+    )  # fmt: skip
+    seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
+    torch.manual_seed(seed)
+    result = train(
+        model, x, y, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+        momentum=settings.momentum, weight_decay=settings.weight_decay,
+        regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+    reply = TrainReply(result.num_examples, result.loss, model_scope(model, names), partition_id)
+    return model.state_dict(), reply

@@ -1,0 +1,208 @@
+"""Typed experiment configuration, validated in one place.
+
+The Hydra config (``experiments/conf``) is resolved to a plain dict at the entry point
+and turned into an :class:`ExperimentConfig` here; library code never sees a
+``DictConfig``. The same JSON travels to the ServerApp and the ClientApps through
+Flower's run config, in simulation and deployment alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedwsa.data import DATASETS
+from fedwsa.models import MODELS, build_model
+from fedwsa.partition import PARTITIONS
+from fedwsa.wsa import DISTANCES, FUSIONS
+
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
+TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
+INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # fmt: skip
+
+
+class ConfigError(ValueError):
+    """A bad config value; ``str()`` is a one-line message that names the key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: str = "fedwsa"
+    proximal_mu: float = 0.0
+    wsa_lambda: float = 0.0
+    distance: str = "kl"
+    fusion: str = "mean"
+    align_global: bool = False
+    scope_all: bool = False
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "digits"
+    root: str = "data"
+    download: bool = True
+    model: str = "mlp"  # the dataset's default model, used by ``model=auto``
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    hidden: int = 64
+
+
+@dataclass(frozen=True)
+class PartitionConfig:
+    kind: str = "dirichlet"
+    alpha: float = 0.5
+    labels_per_client: int = 2
+    min_size: int = 10
+    max_retries: int = 1000
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """One named seed per source of randomness."""
+
+    model_init: int = 0
+    partition: int = 0
+    sampling: int = 0
+    train: int = 0
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    seeds: Seeds = field(default_factory=Seeds)
+    seed: int = 0
+    num_clients: int = 5
+    num_rounds: int = 5
+    fraction_train: float = 1.0
+    epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    eval_batch_size: int = 1000
+    client_threads: int = 1
+    client_cpus: int = 1
+    node_wait_s: float = 120.0
+    round_timeout_s: float = 3600.0
+    verbose: bool = False
+    out_dir: str = ""
+
+    @property
+    def sample_size(self) -> int:
+        """Clients trained per round: ``max(1, int(num_clients * fraction_train))``."""
+        return max(1, int(self.num_clients * self.fraction_train))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ExperimentConfig:
+        return from_dict(json.loads(text))
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a dict, checking key names and value types."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", "must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(prefix + unknown[0], f"unknown key; known keys: {', '.join(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        key = prefix + name
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, key + ".")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(key, f"must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(key, f"must be an integer, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(key, f"must be a number, got {value!r}")
+            kwargs[name] = float(value)
+        else:
+            if not isinstance(value, str):
+                raise ConfigError(key, f"must be a string, got {value!r}")
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _check(key: str, ok: bool, rule: str, value: Any) -> None:
+    if not ok:
+        raise ConfigError(key, f"must be {rule}, got {value!r}")
+
+
+def validate(c: ExperimentConfig) -> ExperimentConfig:
+    """Check ranges and combinations; raise :class:`ConfigError` naming the first bad key."""
+    s, p = c.strategy, c.partition
+    _choice("strategy.name", s.name, STRATEGIES)
+    _choice("dataset.name", c.dataset.name, DATASETS)
+    _choice("model.name", c.model.name, MODELS)
+    _choice("partition.kind", p.kind, PARTITIONS)
+    _choice("strategy.distance", s.distance, DISTANCES)
+    _choice("strategy.fusion", s.fusion, FUSIONS)
+    for key, value in [("seed", c.seed), *((f"seeds.{k}", v) for k, v in dataclasses.asdict(c.seeds).items())]:
+        _check(key, value >= 0, ">= 0", value)
+    for key, value in [
+        ("num_clients", c.num_clients), ("num_rounds", c.num_rounds), ("epochs", c.epochs),
+        ("batch_size", c.batch_size), ("eval_batch_size", c.eval_batch_size),
+        ("client_threads", c.client_threads), ("client_cpus", c.client_cpus),
+        ("model.hidden", c.model.hidden), ("partition.labels_per_client", p.labels_per_client),
+        ("partition.min_size", p.min_size), ("partition.max_retries", p.max_retries),
+    ]:  # fmt: skip
+        _check(key, value >= 1, ">= 1", value)
+    _check("fraction_train", 0 < c.fraction_train <= 1, "in (0, 1]", c.fraction_train)
+    _check("lr", c.lr > 0, "> 0", c.lr)
+    _check("momentum", 0 <= c.momentum < 1, "in [0, 1)", c.momentum)
+    _check("weight_decay", c.weight_decay >= 0, ">= 0", c.weight_decay)
+    _check("partition.alpha", p.alpha > 0, "> 0", p.alpha)
+    _check("strategy.proximal_mu", s.proximal_mu >= 0, ">= 0", s.proximal_mu)
+    _check("strategy.wsa_lambda", s.wsa_lambda >= 0, ">= 0", s.wsa_lambda)
+    _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
+    _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
+    if s.name != "fedprox" and s.proximal_mu > 0:
+        raise ConfigError("strategy.proximal_mu", f"must be 0 for {s.name} (use strategy=fedprox)")
+    if s.name != "fedwsa" and s.wsa_lambda > 0:
+        raise ConfigError("strategy.wsa_lambda", f"must be 0 for {s.name} (use strategy=fedwsa)")
+    n = TRAIN_SIZES[c.dataset.name]
+    need = c.num_clients * (1 if p.kind == "iid" else p.min_size)
+    if need > n:
+        raise ConfigError(
+            "num_clients",
+            f"{c.num_clients} clients need {need} samples (partition.min_size={p.min_size}) "
+            f"but {c.dataset.name} has {n} training samples",
+        )
+    try:
+        build_model(c.model.name, INPUT_SHAPES[c.dataset.name], 10, c.model.hidden)
+    except ValueError as e:
+        raise ConfigError("model.name", f"{e} ({c.dataset.name})") from None
+    return c
+
+
+def from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a resolved plain dict."""
+    return validate(_build(ExperimentConfig, data, ""))

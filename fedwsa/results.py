@@ -1,0 +1,94 @@
+"""Per-round results written as plain JSON and CSV, rewritten atomically after each round.
+
+Files in the run's output directory:
+
+- ``metrics.json``: ``{"status", "rounds": [row, ...]}``, one row per round (round 0 is
+  the initial model), see :data:`COLUMNS`;
+- ``metrics.csv``: the same rows;
+- ``scopes.json``: ``{"layers": [...], "rounds": [...]}`` with, per round, the global
+  model's scope, the target scope (FedWSA) and the mean and std of the client scopes;
+- ``model.pt``: the final global ``state_dict``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+COLUMNS = (
+    "round", "test_accuracy", "test_loss", "train_loss", "num_replies", "num_failures",
+    "clients", "round_time_s", "elapsed_s",
+)  # fmt: skip
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write to ``path.tmp`` then rename, so readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def scope_stats(scopes: Sequence[np.ndarray]) -> dict[str, list[float]]:
+    """Mean and (population) std over clients of each layer's ``mu`` and ``sigma``."""
+    s = np.stack([np.asarray(x, dtype=np.float64) for x in scopes])  # (K, L, 2)
+    return {
+        "client_mu_mean": s[:, :, 0].mean(0).tolist(),
+        "client_mu_std": s[:, :, 0].std(0).tolist(),
+        "client_sigma_mean": s[:, :, 1].mean(0).tolist(),
+        "client_sigma_std": s[:, :, 1].std(0).tolist(),
+    }
+
+
+class RunLog:
+    """Collects one row of metrics and one scope record per round and writes them out."""
+
+    def __init__(self, out_dir: str | Path, layers: Sequence[str]) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.layers = list(layers)
+        self.rows: list[dict[str, Any]] = []
+        self.scopes: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+        self._last = self.start
+
+    def add_round(self, row: dict[str, Any], scopes: dict[str, Any]) -> dict[str, Any]:
+        """Add a round (``row`` without the timing columns) and rewrite the files."""
+        now = time.perf_counter()
+        full = {c: row.get(c) for c in COLUMNS}
+        full["round_time_s"] = round(now - self._last, 3)
+        full["elapsed_s"] = round(now - self.start, 3)
+        self._last = now
+        self.rows.append(full)
+        self.scopes.append({"round": row["round"], **scopes})
+        self.write("running")
+        return full
+
+    def write(self, status: str) -> None:
+        atomic_write(self.out / "metrics.json", json.dumps({"status": status, "rounds": self.rows}, indent=1))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w.writeheader()
+        for r in self.rows:
+            w.writerow({**r, "clients": " ".join(map(str, r["clients"] or []))})
+        atomic_write(self.out / "metrics.csv", buf.getvalue())
+        atomic_write(self.out / "scopes.json", json.dumps({"layers": self.layers, "rounds": self.scopes}))
+
+    def finish(self, state_dict: dict[str, torch.Tensor]) -> None:
+        buf = io.BytesIO()
+        torch.save(state_dict, buf)
+        atomic_write(self.out / "model.pt", buf.getvalue())
+        self.write("finished")
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """Read a run's ``metrics.json``."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text())

@@ -1,0 +1,81 @@
+"""The one local training loop (every algorithm is a regularizer) and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fedwsa.regularizers import Regularizer
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Mean task (cross-entropy) loss over all samples seen, and counts."""
+
+    loss: float
+    num_examples: int
+    steps: int
+
+
+def batches(
+    x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Mini-batches of in-memory tensors; shuffled by ``generator`` when one is given.
+
+    Indexing tensors directly is much cheaper than a ``DataLoader`` over single samples
+    for datasets that fit in memory, which is every dataset this project ships.
+    """
+    n = x.shape[0]
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for idx in order.split(batch_size):
+        yield x[idx], y[idx]
+
+
+def train(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    regularizer: Regularizer | None = None,
+    generator: torch.Generator | None = None,
+) -> TrainResult:
+    """Train ``model`` in place with SGD: ``loss = cross_entropy + regularizer(model)``.
+
+    ``regularizer=None`` is plain training (FedAvg's local step).
+    """
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    model.train()
+    total, seen, steps = 0.0, 0, 0
+    for _ in range(epochs):
+        for xb, yb in batches(x, y, batch_size, generator):
+            opt.zero_grad(set_to_none=True)
+            task = F.cross_entropy(model(xb), yb)
+            loss = task if regularizer is None else task + regularizer(model)
+            loss.backward()
+            opt.step()
+            total += task.item() * yb.shape[0]
+            seen += yb.shape[0]
+            steps += 1
+    return TrainResult(loss=total / max(seen, 1), num_examples=int(x.shape[0]), steps=steps)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``."""
+    model.eval()
+    loss, correct = 0.0, 0
+    for xb, yb in batches(x, y, batch_size):
+        out = model(xb)
+        loss += F.cross_entropy(out, yb, reduction="sum").item()
+        correct += int((out.argmax(dim=1) == yb).sum())
+    n = max(int(y.shape[0]), 1)
+    return loss / n, correct / n

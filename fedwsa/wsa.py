@@ -1,0 +1,167 @@
+"""Weight Scope Alignment (WSA): scopes, distances, the regularizer and scope fusion.
+
+Reference: Xu, Li, Gan, Zhan, "Weight Scope Alignment: A Frustratingly Easy Method for
+Model Merging", https://arxiv.org/abs/2408.12237. The exact family implemented here is
+defined in the project's design note (``shared/design/WSA.md``); every function states
+its equation and ``tests/test_wsa.py`` checks it against numbers computed by hand.
+
+A *scope* is an ``(L, 2)`` float64 array: row ``l`` holds ``(mu_l, sigma_l)`` of the
+``l``-th scoped tensor, in the model's ``named_parameters()`` order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+EPS = 1e-8
+"""``eps`` inside the square root of ``sigma``; keeps the KL finite for constant tensors."""
+
+Distance = Literal["kl", "w2"]
+Fusion = Literal["mean", "mixture", "global"]
+DISTANCES: tuple[str, ...] = ("kl", "w2")
+FUSIONS: tuple[str, ...] = ("mean", "mixture", "global")
+
+
+def scoped_names(model: nn.Module, include_all: bool = False) -> list[str]:
+    """Names of the scoped parameters, in ``named_parameters()`` order.
+
+    By default only tensors with ``ndim >= 2`` (conv and linear kernels) are scoped;
+    ``include_all=True`` also scopes biases and normalisation parameters.
+    """
+    return [n for n, p in model.named_parameters() if include_all or p.ndim >= 2]
+
+
+def tensor_scope(w: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor]:
+    r"""Differentiable scope of one tensor.
+
+    .. math:: \mu = \frac{1}{n}\sum_i w_i, \qquad
+              \sigma = \sqrt{\frac{1}{n}\sum_i (w_i - \mu)^2 + \epsilon}
+    """
+    mu = w.mean()
+    sigma = torch.sqrt((w - mu).pow(2).mean() + eps)
+    return mu, sigma
+
+
+def array_scope(w: np.ndarray, eps: float = EPS) -> tuple[float, float]:
+    """Same as :func:`tensor_scope` for a numpy array, computed in float64 (reporting)."""
+    w64 = np.asarray(w, dtype=np.float64)
+    mu = float(w64.mean())
+    return mu, float(np.sqrt(np.mean((w64 - mu) ** 2) + eps))
+
+
+def scope_of_arrays(arrays: Mapping[str, np.ndarray], names: Sequence[str]) -> np.ndarray:
+    """Scope ``(L, 2)`` of the named arrays (e.g. a state dict converted to numpy)."""
+    return np.array([array_scope(arrays[n]) for n in names], dtype=np.float64).reshape(-1, 2)
+
+
+def model_scope(model: nn.Module, names: Sequence[str]) -> np.ndarray:
+    """Scope ``(L, 2)`` of a model's named parameters, detached, in float64."""
+    params = dict(model.named_parameters())
+    return scope_of_arrays({n: params[n].detach().cpu().numpy() for n in names}, names)
+
+
+def kl_distance(mu: Tensor, sigma: Tensor, mu_t: Tensor, sigma_t: Tensor) -> Tensor:
+    r"""KL divergence of two 1-D Gaussians, :math:`KL(N(\mu,\sigma^2)\,\|\,N(\mu^*,\sigma^{*2}))`.
+
+    .. math:: \log\frac{\sigma^*}{\sigma} + \frac{\sigma^2 + (\mu-\mu^*)^2}{2\sigma^{*2}}
+              - \frac{1}{2}
+
+    Scale free: the same ``lambda`` works for layers of very different magnitude.
+    """
+    return torch.log(sigma_t / sigma) + (sigma**2 + (mu - mu_t) ** 2) / (2 * sigma_t**2) - 0.5
+
+
+def w2_distance(mu: Tensor, sigma: Tensor, mu_t: Tensor, sigma_t: Tensor) -> Tensor:
+    r"""Squared 2-Wasserstein distance of two 1-D Gaussians.
+
+    .. math:: (\mu-\mu^*)^2 + (\sigma-\sigma^*)^2
+    """
+    return (mu - mu_t) ** 2 + (sigma - sigma_t) ** 2
+
+
+_DISTANCE_FNS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]] = {
+    "kl": kl_distance,
+    "w2": w2_distance,
+}
+
+
+def wsa_penalty(params: Sequence[Tensor], target: Tensor, distance: str = "kl") -> Tensor:
+    r"""Sum over scoped tensors of the scope distance to the target.
+
+    .. math:: \sum_l D\big(N(\mu_l, \sigma_l^2) \,\|\, N(\mu^*_l, \sigma^{*2}_l)\big)
+
+    ``target`` is an ``(L, 2)`` tensor; gradients flow through ``mu_l`` and ``sigma_l``.
+    """
+    if len(params) != target.shape[0]:
+        raise ValueError(f"{len(params)} scoped tensors but a target scope of {target.shape[0]}")
+    dist = _DISTANCE_FNS[distance]
+    total = torch.zeros((), dtype=target.dtype, device=target.device)
+    for w, (mu_t, sigma_t) in zip(params, target, strict=True):
+        mu, sigma = tensor_scope(w)
+        total = total + dist(mu, sigma, mu_t, sigma_t)
+    return total
+
+
+def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: str) -> np.ndarray:
+    r"""Fuse the scopes of K models into one target, with weights normalised to sum 1.
+
+    ``mean``:    :math:`\mu^* = \sum_k p_k\mu_k,\ \sigma^* = \sum_k p_k\sigma_k`.
+
+    ``mixture``: :math:`\mu^* = \sum_k p_k\mu_k,\
+    \sigma^{*2} = \sum_k p_k(\sigma_k^2 + \mu_k^2) - \mu^{*2}`, the moment match of the
+    mixture, computed as :math:`\sum_k p_k(\sigma_k^2 + (\mu_k - \mu^*)^2)`, which is the
+    same quantity without the cancellation.
+
+    (``global`` is not a function of the client scopes; see :func:`next_target`.)
+    """
+    if not scopes:
+        raise ValueError("no scopes to fuse")
+    s = np.stack([np.asarray(x, dtype=np.float64) for x in scopes])  # (K, L, 2)
+    p = np.asarray(weights, dtype=np.float64)
+    if p.shape != (s.shape[0],) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError("weights must be K non-negative numbers with a positive sum")
+    p = p / p.sum()
+    mu = np.einsum("k,kl->l", p, s[:, :, 0])
+    if method == "mean":
+        sigma = np.einsum("k,kl->l", p, s[:, :, 1])
+    elif method == "mixture":
+        var = np.einsum("k,kl->l", p, s[:, :, 1] ** 2 + (s[:, :, 0] - mu) ** 2)
+        sigma = np.sqrt(var)
+    else:
+        raise ValueError(f"unknown fusion {method!r}; expected one of mean, mixture")
+    return np.stack([mu, sigma], axis=1)
+
+
+def next_target(
+    method: str,
+    client_scopes: Sequence[np.ndarray],
+    weights: Sequence[float],
+    aggregated_scope: np.ndarray,
+) -> np.ndarray:
+    """Target scope of the next round: ``global`` is the aggregated model's own scope."""
+    if method == "global":
+        return np.asarray(aggregated_scope, dtype=np.float64).copy()
+    return fuse_scopes(client_scopes, weights, method)
+
+
+def align_to_scope(
+    arrays: Mapping[str, np.ndarray], names: Sequence[str], target: np.ndarray
+) -> dict[str, np.ndarray]:
+    r"""Rescale each scoped tensor to the target scope (option ``align_global``).
+
+    .. math:: w \leftarrow \mu^* + (w - \mu)\,\frac{\sigma^*}{\sigma}
+
+    where ``(mu, sigma)`` is the tensor's own scope. Other arrays are returned unchanged;
+    dtypes are preserved.
+    """
+    out = dict(arrays)
+    for name, (mu_t, sigma_t) in zip(names, np.asarray(target), strict=True):
+        w = np.asarray(arrays[name])
+        mu, sigma = array_scope(w)
+        out[name] = (mu_t + (w.astype(np.float64) - mu) * (sigma_t / sigma)).astype(w.dtype)
+    return out
