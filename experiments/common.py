@@ -34,11 +34,15 @@ def fail(message: str, code: int) -> None:
 
 
 def preflight_groups(argv: list[str]) -> None:
-    """Reject an unknown config-group option (``strategy=foo``) with exit code 2.
+    """Reject unknown keys (``foo=1``) and group options (``strategy=foo``) with exit code 2.
 
-    Hydra's own message for this is several lines and exits with 1.
+    Hydra's own messages for these are several lines and exit with 1.
     """
     for arg in argv:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and key[:1].isalpha() and not key.startswith("hydra."):
+            if key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
+                fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
         m = re.fullmatch(r"(\w+)=([\w,.\-]+)", arg)
         if not m or m.group(1) not in GROUPS:
             continue
@@ -47,6 +51,16 @@ def preflight_groups(argv: list[str]) -> None:
         for value in m.group(2).split(","):
             if value not in allowed:
                 fail(f"{group}: unknown option {value!r}; allowed: {', '.join(allowed)}", 2)
+
+
+def _known(cls: type, path: list[str]) -> bool:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if not path or path[0] not in fields:
+        return False
+    default = getattr(cls(), path[0])
+    if dataclasses.is_dataclass(default):
+        return len(path) == 1 or _known(type(default), path[1:])
+    return len(path) == 1
 
 
 def code_version() -> str:

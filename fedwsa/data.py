@@ -124,14 +124,16 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
         tr = cls(str(root), train=True, download=download)
         te = cls(str(root), train=False, download=download)
     except Exception as e:  # noqa: BLE001 - torchvision raises several kinds; all mean "unavailable"
-        how = "the download failed" if download else "download=false"
-        where = root / (cls.__name__ if name in ("fmnist", "mnist") else "")
+        where = root / cls.__name__ if name in ("fmnist", "mnist") else root
         hint = " (or `apt-get install dataset-fashion-mnist`)" if name == "fmnist" else ""
+        then = (
+            "the download failed (no internet?)" if download
+            else "dataset.download=false; set it to true on a machine with internet access"
+        )  # fmt: skip
+        detail = str(e).splitlines()[0] if str(e) else ""
         raise DatasetUnavailable(
-            f"dataset {name!r} not found under {where} and {how} "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"Put torchvision's {cls.__name__} files there{hint}, or run online with "
-            f"dataset.download=true."
+            f"dataset {name!r}: torchvision's {cls.__name__} files are not under {where} and {then} "
+            f"({type(e).__name__}: {detail}). Copy the files there{hint}, or set dataset.root."
         ) from e
     return Dataset(
         name, _images(tr.data, name), _labels(tr.targets), _images(te.data, name),

@@ -1,0 +1,68 @@
+"""Datasets (embedded digits, idx reader, offline errors) and model shapes."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from fedwsa.data import DEBIAN_FMNIST, DatasetUnavailable, load_dataset, read_idx
+from fedwsa.models import build_model
+
+
+def test_digits_embedded():
+    ds = load_dataset("digits")
+    assert ds.x_train.shape == (1437, 1, 8, 8) and ds.x_test.shape == (360, 1, 8, 8)
+    assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
+    assert load_dataset("digits") is ds  # loaded once per process
+
+
+def _idx(path, arr, truncate=0):
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">i", d) for d in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(data[: len(data) - truncate])
+
+
+def test_read_idx_and_truncation(tmp_path):
+    arr = np.arange(24).reshape(2, 3, 4)
+    _idx(tmp_path / "ok.gz", arr)
+    np.testing.assert_array_equal(read_idx(tmp_path / "ok.gz"), arr)
+    _idx(tmp_path / "short.gz", arr, truncate=5)
+    with pytest.raises(DatasetUnavailable, match="truncated"):
+        read_idx(tmp_path / "short.gz")
+    (tmp_path / "junk.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DatasetUnavailable):
+        read_idx(tmp_path / "junk.gz")
+
+
+def test_missing_torchvision_dataset_says_where(tmp_path):
+    with pytest.raises(DatasetUnavailable) as e:
+        load_dataset("cifar10", str(tmp_path), False)
+    assert str(tmp_path) in str(e.value) and "dataset.download=false" in str(e.value)
+
+
+@pytest.mark.skipif(not DEBIAN_FMNIST.exists(), reason="apt-get install dataset-fashion-mnist")
+def test_fmnist_from_debian():
+    ds = load_dataset("fmnist")
+    assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
+    assert torch.bincount(ds.y_train).tolist() == [6000] * 10
+    assert abs(ds.x_train.mean().item()) < 0.01  # normalised with the train statistics
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "classes"),
+    [("mlp", (1, 8, 8), 10), ("cnn", (1, 28, 28), 10), ("cnn", (3, 32, 32), 10), ("vgg", (3, 32, 32), 100)],
+)
+def test_model_shapes(name, shape, classes):
+    model = build_model(name, shape, classes)
+    assert model(torch.zeros(2, *shape)).shape == (2, classes)
+
+
+def test_niid_bench_cnn_sizes():
+    model = build_model("cnn", (1, 28, 28), 10)
+    sizes = [tuple(p.shape) for p in model.parameters() if p.ndim >= 2]
+    assert sizes == [(6, 1, 5, 5), (16, 6, 5, 5), (120, 256), (84, 120), (10, 84)]
+    with pytest.raises(ValueError):
+        build_model("vgg", (1, 28, 28), 10)

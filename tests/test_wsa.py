@@ -1,0 +1,97 @@
+"""WSA math against numbers computed by hand (see the docstrings in fedwsa/wsa.py)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fedwsa.wsa import (
+    EPS, align_to_scope, array_scope, fuse_scopes, kl_distance, next_target, scoped_names,
+    tensor_scope, w2_distance, wsa_penalty,
+)  # fmt: skip
+
+T = torch.tensor
+
+
+def test_tensor_scope_by_hand():
+    # w = 1,2,3,4: mu = 2.5; mean squared deviation = (2.25+0.25+0.25+2.25)/4 = 1.25
+    mu, sigma = tensor_scope(T([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
+    assert mu.item() == 2.5
+    assert sigma.item() == pytest.approx(math.sqrt(1.25 + EPS), abs=1e-15)
+    assert array_scope(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx((2.5, math.sqrt(1.25 + EPS)))
+
+
+def test_kl_by_hand():
+    # log(1/2) + (2^2 + 1^2) / (2 * 1^2) - 1/2 = -0.693147... + 2.5 - 0.5
+    d = kl_distance(T(1.0), T(2.0), T(0.0), T(1.0))
+    assert d.item() == pytest.approx(2.0 - math.log(2.0), rel=1e-6)
+    assert kl_distance(T(0.3), T(0.7), T(0.3), T(0.7)).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_w2_by_hand():
+    # (1 - 0)^2 + (2 - 1)^2 = 2;  (0.1 - 0.4)^2 + (0.5 - 0.1)^2 = 0.09 + 0.16
+    assert w2_distance(T(1.0), T(2.0), T(0.0), T(1.0)).item() == 2.0
+    assert w2_distance(T(0.1), T(0.5), T(0.4), T(0.1)).item() == pytest.approx(0.25, rel=1e-6)
+
+
+def test_penalty_sums_layers():
+    w1 = T([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)  # scope (2.5, sqrt(1.25))
+    w2 = T([0.0, 2.0], dtype=torch.float64)  # scope (1, 1)
+    target = T([[2.5, math.sqrt(1.25)], [0.0, 1.0]], dtype=torch.float64)
+    # layer 1 matches (w2 distance ~0); layer 2: (1-0)^2 + (sqrt(1+eps)-1)^2 ~ 1
+    assert wsa_penalty([w1, w2], target, "w2").item() == pytest.approx(1.0, abs=1e-8)
+    with pytest.raises(ValueError):
+        wsa_penalty([w1], target, "kl")
+
+
+@pytest.mark.parametrize("distance", ["kl", "w2"])
+def test_gradcheck(distance):
+    torch.manual_seed(0)
+    w = [torch.randn(3, 4, dtype=torch.float64, requires_grad=True),
+         torch.randn(5, 2, dtype=torch.float64, requires_grad=True)]  # fmt: skip
+    target = T([[0.1, 0.8], [-0.2, 1.3]], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: wsa_penalty([a, b], target, distance), tuple(w))
+
+
+def test_kl_gradient_closed_form():
+    # dD/dw_i = (dD/dmu)/n + (dD/dsigma) (w_i - mu)/(n sigma), with
+    # dD/dmu = (mu - mu*)/sigma*^2 and dD/dsigma = -1/sigma + sigma/sigma*^2
+    w = T([0.5, -1.0, 2.0, 0.25], dtype=torch.float64, requires_grad=True)
+    mu_t, s_t = 0.2, 0.7
+    wsa_penalty([w], T([[mu_t, s_t]], dtype=torch.float64), "kl").backward()
+    x = w.detach().numpy()
+    n, mu = x.size, x.mean()
+    sigma = math.sqrt(((x - mu) ** 2).mean() + EPS)
+    expected = ((mu - mu_t) / s_t**2) / n + (-1 / sigma + sigma / s_t**2) * (x - mu) / (n * sigma)
+    np.testing.assert_allclose(w.grad.numpy(), expected, rtol=1e-12)
+
+
+def test_fusion_by_hand():
+    a, b = np.array([[0.0, 1.0]]), np.array([[2.0, 3.0]])
+    # p = (1/4, 3/4): mu* = 1.5; mean sigma* = 0.25*1 + 0.75*3 = 2.5
+    np.testing.assert_allclose(fuse_scopes([a, b], [1, 3], "mean"), [[1.5, 2.5]])
+    # mixture: 0.25*(1 + 0) + 0.75*(9 + 4) - 1.5^2 = 7.75
+    np.testing.assert_allclose(fuse_scopes([a, b], [1, 3], "mixture"), [[1.5, math.sqrt(7.75)]])
+    # one model: both fusions return its scope
+    np.testing.assert_allclose(fuse_scopes([b], [5], "mixture"), b)
+    with pytest.raises(ValueError):
+        fuse_scopes([a, b], [0, 0], "mean")
+    glob = np.array([[9.0, 9.0]])
+    np.testing.assert_array_equal(next_target("global", [a, b], [1, 3], glob), glob)
+
+
+def test_align_to_scope_by_hand():
+    arrays = {"w": np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32), "b": np.array([7.0])}
+    out = align_to_scope(arrays, ["w"], np.array([[0.0, 1.0]]))
+    # (w - 2.5) * 1 / sqrt(1.25): -1.3416, -0.4472, 0.4472, 1.3416
+    np.testing.assert_allclose(out["w"], np.array([-1.5, -0.5, 0.5, 1.5]) / math.sqrt(1.25 + EPS), rtol=1e-6)
+    assert out["w"].dtype == np.float32 and out["b"] is arrays["b"]
+    mu, sigma = array_scope(out["w"])
+    assert mu == pytest.approx(0.0, abs=1e-7) and sigma == pytest.approx(1.0, abs=1e-6)
+
+
+def test_scoped_names():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    assert scoped_names(model) == ["0.weight", "1.weight"]
+    assert scoped_names(model, include_all=True) == ["0.weight", "0.bias", "1.weight", "1.bias"]
