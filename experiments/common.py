@@ -18,11 +18,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from experiments.launch import PROJECT_DIR, LaunchError
 from fedwsa.client import partitions
 from fedwsa.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.data import DatasetUnavailable, load_dataset
 from fedwsa.partition import PartitionError
-from experiments.launch import PROJECT_DIR, LaunchError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition")
@@ -40,9 +40,9 @@ def preflight_groups(argv: list[str]) -> None:
     """
     for arg in argv:
         key = arg.split("=", 1)[0]
-        if "=" in arg and key[:1].isalpha() and not key.startswith("hydra."):
-            if key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
-                fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
+        plain = "=" in arg and key[:1].isalpha() and not key.startswith("hydra.")
+        if plain and key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
+            fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
         m = re.fullmatch(r"(\w+)=([\w,.\-]+)", arg)
         if not m or m.group(1) not in GROUPS:
             continue

@@ -18,7 +18,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -63,16 +63,12 @@ def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
     except psutil.NoSuchProcess:
         procs = []
     for p in procs:
-        try:
+        with suppress(psutil.NoSuchProcess):
             p.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for p in alive:
-        try:
+        with suppress(psutil.NoSuchProcess):
             p.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(alive, timeout=grace_s)
     if proc.poll() is None:
         proc.wait(timeout=grace_s)
@@ -89,15 +85,15 @@ def process_group() -> Iterator[list[subprocess.Popen[bytes]]]:
             stop_tree(p)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 60.0) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, timeout_s: float = 60.0) -> None:
     """Wait until ``url`` answers, failing early if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-            raise LaunchError(f"{Path(str(proc.args[0])).name} exited with code {proc.returncode}: {tail}")
+            raise LaunchError(f"{name} exited with code {proc.returncode}: {tail}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback health check
+            with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -120,7 +116,7 @@ def start_superlink(
     procs.append(proc)
     scheme = "http" if "--insecure" in extra else "https"
     if scheme == "http":
-        wait_http(f"http://127.0.0.1:{port}/health", proc, log)
+        wait_http(f"http://127.0.0.1:{port}/health", proc, "flower-superlink", log)
     return proc
 
 

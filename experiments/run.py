@@ -1,7 +1,7 @@
 """Run one simulation (or a Hydra multirun sweep) from the Hydra config.
 
-    python -m experiments.run strategy=fedprox dataset=fmnist partition.alpha=0.1 seed=3
-    python -m experiments.run -m strategy=fedavg,fedprox,fedwsa seed=0,1,2
+python -m experiments.run strategy=fedprox dataset=fmnist partition.alpha=0.1 seed=3
+python -m experiments.run -m strategy=fedavg,fedprox,fedwsa seed=0,1,2
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import prepare, preflight_groups, report_errors
+from experiments.common import preflight_groups, prepare, report_errors
 from experiments.launch import simulate
 
 

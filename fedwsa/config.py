@@ -165,7 +165,10 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _choice("partition.kind", p.kind, PARTITIONS)
     _choice("strategy.distance", s.distance, DISTANCES)
     _choice("strategy.fusion", s.fusion, FUSIONS)
-    for key, value in [("seed", c.seed), *((f"seeds.{k}", v) for k, v in dataclasses.asdict(c.seeds).items())]:
+    for key, value in [
+        ("seed", c.seed),
+        *((f"seeds.{k}", v) for k, v in dataclasses.asdict(c.seeds).items()),
+    ]:
         _check(key, value >= 0, ">= 0", value)
     for key, value in [
         ("num_clients", c.num_clients), ("num_rounds", c.num_rounds), ("epochs", c.epochs),

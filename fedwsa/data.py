@@ -94,9 +94,7 @@ def _digits() -> Dataset:
 
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)[:, None, :, :]
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        x, d.target, test_size=0.2, random_state=0, stratify=d.target
-    )
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.2, random_state=0, stratify=d.target)
     return Dataset(
         "digits", torch.from_numpy(x_tr), _labels(y_tr), torch.from_numpy(x_te), _labels(y_te),
         10, "scikit-learn load_digits (embedded), fixed stratified 80/20 split (seed 0)",
@@ -123,7 +121,7 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
     try:
         tr = cls(str(root), train=True, download=download)
         te = cls(str(root), train=False, download=download)
-    except Exception as e:  # noqa: BLE001 - torchvision raises several kinds; all mean "unavailable"
+    except Exception as e:
         where = root / cls.__name__ if name in ("fmnist", "mnist") else root
         hint = " (or `apt-get install dataset-fashion-mnist`)" if name == "fmnist" else ""
         then = (

@@ -45,9 +45,7 @@ def dirichlet(
     labels = np.asarray(labels)
     n = labels.shape[0]
     if num_clients * min_size > n:
-        raise PartitionError(
-            f"{num_clients} clients x min_size {min_size} exceeds the {n} training samples"
-        )
+        raise PartitionError(f"{num_clients} clients x min_size {min_size} exceeds the {n} training samples")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     for _ in range(max_retries):
@@ -69,9 +67,7 @@ def dirichlet(
     )
 
 
-def pathological(
-    labels: np.ndarray, num_clients: int, labels_per_client: int, seed: int
-) -> list[np.ndarray]:
+def pathological(labels: np.ndarray, num_clients: int, labels_per_client: int, seed: int) -> list[np.ndarray]:
     """NIID-Bench's ``#C = labels_per_client`` split: each client holds that many labels.
 
     Client ``i`` gets label ``i mod K`` and ``C - 1`` further distinct labels drawn at

@@ -68,7 +68,9 @@ class PartitionGrid(Grid):
                            message_type=MessageType.QUERY) for n in nodes]  # fmt: skip
         for reply in self._grid.send_and_receive(queries, timeout=self.wait_s):
             if reply.has_error():
-                raise RuntimeError(f"node {reply.metadata.src_node_id} failed the partition query: {reply.error.reason}")
+                raise RuntimeError(
+                    f"node {reply.metadata.src_node_id} failed the partition query: {reply.error.reason}"
+                )
             pid = int(reply.content[CONFIG][PARTITION_ID])  # type: ignore[arg-type]
             if pid in self.node_of:
                 raise RuntimeError(f"two nodes claim partition-id {pid}")

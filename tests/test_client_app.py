@@ -12,7 +12,9 @@ from fedwsa.config import ExperimentConfig, StrategyConfig
 from fedwsa.wire import TrainSettings, decode_reply, encode_train
 from fedwsa.wsa import model_scope, scoped_names
 
-CFG = ExperimentConfig(num_clients=3, out_dir="/tmp/unused", strategy=StrategyConfig(name="fedwsa", wsa_lambda=0.1))
+CFG = ExperimentConfig(
+    num_clients=3, out_dir="/tmp/unused", strategy=StrategyConfig(name="fedwsa", wsa_lambda=0.1)
+)
 
 
 def _context(pid):
@@ -29,8 +31,10 @@ def _settings(model, **kw):
 def test_train_handler_replies_with_arrays_metrics_and_scope():
     model = new_model(CFG)
     settings = _settings(model, wsa_lambda=0.1)
-    msg = Message(RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(encode_train(settings))}),
-                  dst_node_id=5, message_type=MessageType.TRAIN)  # fmt: skip
+    content = RecordDict(
+        {"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(encode_train(settings))}
+    )
+    msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     reply = train(msg, _context(1))
     assert set(reply.content.keys()) == {"arrays", "metrics"}
     r = decode_reply(reply.content["metrics"])

@@ -30,14 +30,25 @@ def _setup():
 
 def _step(model, x, y, regularizer):
     m = copy.deepcopy(model)
-    train(m, x, y, epochs=1, lr=0.1, batch_size=40, momentum=0.9, regularizer=regularizer(m) if regularizer else None)
+    train(
+        m,
+        x,
+        y,
+        epochs=1,
+        lr=0.1,
+        batch_size=40,
+        momentum=0.9,
+        regularizer=regularizer(m) if regularizer else None,
+    )
     return [p.detach() for p in m.parameters()]
 
 
 def test_all_zero_settings_are_plain_training():
     model, x, y = _setup()
     names = scoped_names(model)
-    assert make_regularizer(model, proximal_mu=0.0, wsa_lambda=0.0, target=np.zeros((2, 2)), names=names) is None
+    assert (
+        make_regularizer(model, proximal_mu=0.0, wsa_lambda=0.0, target=np.zeros((2, 2)), names=names) is None
+    )
     plain = _step(model, x, y, None)
     # lambda = 0 passed straight to the WSA term also leaves the step bit-identical
     target = model_scope(model, names) * 3
@@ -51,8 +62,10 @@ def test_wsa_pulls_scope_toward_target():
     names = scoped_names(model)
     target = model_scope(model, names).copy()
     target[:, 1] *= 2.0  # ask for twice the spread
+
     def dist(m):
         return np.abs(model_scope(m, names)[:, 1] - target[:, 1]).sum()
+
     results = {}
     for lam in (0.0, 1.0):
         m = copy.deepcopy(model)

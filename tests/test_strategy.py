@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import Array, Error, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from fedwsa.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, encode_reply
 from fedwsa.wsa import array_scope, fuse_scopes
@@ -13,9 +13,13 @@ NAMES = ["w"]
 
 
 def _reply(w, bias, n, scope, pid):
-    arrays = ArrayRecord({"w": Array(np.asarray(w, dtype=np.float32)), "b": Array(np.asarray(bias, dtype=np.float32))})
+    arrays = ArrayRecord(
+        {"w": Array(np.asarray(w, dtype=np.float32)), "b": Array(np.asarray(bias, dtype=np.float32))}
+    )
     metrics = MetricRecord(encode_reply(TrainReply(n, 0.5, np.asarray(scope), pid)))
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), dst_node_id=0, message_type=MessageType.TRAIN)
+    return Message(
+        RecordDict({"arrays": arrays, "metrics": metrics}), dst_node_id=0, message_type=MessageType.TRAIN
+    )
 
 
 def _strategy(**kw):
@@ -37,7 +41,10 @@ def test_aggregate_averages_and_fuses_mean():
 
 
 def test_aggregate_mixture_global_and_align():
-    replies = [_reply([[1.0, 3.0]], [0.0], 1, [[2.0, 1.0]], 0), _reply([[5.0, 7.0]], [4.0], 3, [[6.0, 3.0]], 1)]
+    replies = [
+        _reply([[1.0, 3.0]], [0.0], 1, [[2.0, 1.0]], 0),
+        _reply([[5.0, 7.0]], [4.0], 3, [[6.0, 3.0]], 1),
+    ]
     s = _strategy(fusion="mixture")
     s.aggregate_train(1, replies)
     np.testing.assert_allclose(s.target, fuse_scopes([[[2.0, 1.0]], [[6.0, 3.0]]], [1, 3], "mixture"))
@@ -54,7 +61,9 @@ def test_aggregate_mixture_global_and_align():
 def test_error_replies_are_ignored():
     s = _strategy()
     good = _reply([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]], 0)
-    failed = Message(Error(code=0, reason="client crashed"), reply_to=_reply([[0.0]], [0.0], 1, [[0.0, 1.0]], 1))
+    failed = Message(
+        Error(code=0, reason="client crashed"), reply_to=_reply([[0.0]], [0.0], 1, [[0.0, 1.0]], 1)
+    )
     arrays, _ = s.aggregate_train(1, [good, failed])
     np.testing.assert_allclose(arrays["w"].numpy(), [[1.0, 3.0]])
     np.testing.assert_allclose(s.target, [[2.0, 1.0]])
@@ -67,7 +76,9 @@ def test_configure_train_sends_target():
 
     s = _strategy()
     s.target = np.array([[0.25, 0.5]])
-    msgs = list(s.configure_train(4, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), G()))
+    msgs = list(
+        s.configure_train(4, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), G())
+    )
     assert len(msgs) == 2
     cfg = msgs[0].content["config"]
     np.testing.assert_array_equal(decode_scope(cfg, TARGET_MU, TARGET_SIGMA), [[0.25, 0.5]])

@@ -7,8 +7,16 @@ import pytest
 import torch
 
 from fedwsa.wsa import (
-    EPS, align_to_scope, array_scope, fuse_scopes, kl_distance, next_target, scoped_names,
-    tensor_scope, w2_distance, wsa_penalty,
+    EPS,
+    align_to_scope,
+    array_scope,
+    fuse_scopes,
+    kl_distance,
+    next_target,
+    scoped_names,
+    tensor_scope,
+    w2_distance,
+    wsa_penalty,
 )  # fmt: skip
 
 T = torch.tensor
