@@ -73,7 +73,7 @@ def read_idx(path: Path) -> np.ndarray:
             f"{path} is truncated or corrupted: header says {dims}, "
             f"file holds {len(raw) - header} bytes of data"
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims).copy()
 
 
 def _images(x: np.ndarray | Tensor, name: str) -> Tensor:
