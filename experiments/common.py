@@ -113,7 +113,7 @@ def report_errors() -> Iterator[None]:
         yield
     except (ConfigError, PartitionError) as e:
         fail(str(e), 2)
-    except (DatasetUnavailable, LaunchError) as e:
+    except (DatasetUnavailable, LaunchError, FileNotFoundError) as e:
         fail(str(e), 1)
     except KeyboardInterrupt:
         fail("interrupted; every process this run started has been stopped", 130)

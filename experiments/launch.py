@@ -13,11 +13,12 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -85,15 +86,19 @@ def process_group() -> Iterator[list[subprocess.Popen[bytes]]]:
             stop_tree(p)
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, timeout_s: float = 60.0) -> None:
-    """Wait until ``url`` answers, failing early if ``proc`` exits."""
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], name: str, log: Path, *, ca: Path | None = None,
+    timeout_s: float = 60.0,
+) -> None:  # fmt: skip
+    """Wait until ``url`` answers (trusting ``ca`` for https), failing early if ``proc`` exits."""
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca else None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
             raise LaunchError(f"{name} exited with code {proc.returncode}: {tail}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
                 if r.status == 200:
                     return
         except OSError:
@@ -102,22 +107,62 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, tim
     raise LaunchError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
 
 
+def tls_args(certs: Path | None) -> list[str]:
+    """SuperLink flags: insecure, or server TLS from ``certs``."""
+    if certs is None:
+        return ["--insecure"]
+    return ["--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
+            "--ssl-ca-certfile", str(certs / "ca.crt")]  # fmt: skip
+
+
 def start_superlink(
     procs: list[subprocess.Popen[bytes]], env: dict[str, str], port: int, log: Path,
-    *, simulation: bool, extra: Sequence[str] = ("--insecure",), host: str = "127.0.0.1",
+    *, simulation: bool, certs: Path | None = None, host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start ``flower-superlink`` and wait for its health endpoint."""
-    cmd = ["flower-superlink", *extra, "--host", host, "--port", str(port),
+    cmd = ["flower-superlink", *tls_args(certs), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]  # fmt: skip
     if simulation:
         cmd.append("--simulation")
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     procs.append(proc)
-    scheme = "http" if "--insecure" in extra else "https"
-    if scheme == "http":
-        wait_http(f"http://127.0.0.1:{port}/health", proc, "flower-superlink", log)
+    scheme = "https" if certs else "http"
+    wait_http(f"{scheme}://127.0.0.1:{port}/health", proc, "flower-superlink", log,
+              ca=certs / "ca.crt" if certs else None)  # fmt: skip
     return proc
+
+
+def start_supernode(
+    procs: list[subprocess.Popen[bytes]], env: dict[str, str], superlink: str, partition_id: int,
+    num_partitions: int, log: Path, *, certs: Path | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
+    """Start one ``flower-supernode`` holding ``partition_id``, on a free port."""
+    cmd = ["flower-supernode", "--superlink", superlink, "--host", "127.0.0.1", "--port", str(free_port()),
+           "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]  # fmt: skip
+    if certs is None:
+        cmd.append("--insecure")
+    else:
+        cmd += ["--root-certificates", str(certs / "ca.crt")]
+        own = certs / f"supernode-{partition_id}.pem"
+        if own.exists():  # encrypt the SuperNode's own Runtime API too
+            cmd += ["--ssl-certfile", str(own), "--ssl-keyfile", str(own.with_suffix(".key")),
+                    "--ssl-ca-certfile", str(certs / "ca.crt")]  # fmt: skip
+    with log.open("wb") as f:
+        proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    procs.append(proc)
+    return proc
+
+
+def probe(address: str, timeout_s: float = 5.0) -> None:
+    """Raise :class:`LaunchError` unless ``host:port`` accepts a TCP connection."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"federation.superlink: expected host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise LaunchError(f"SuperLink {address} does not answer ({e.strerror or e})") from None
 
 
 def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path | None = None) -> None:
@@ -164,7 +209,13 @@ def check_finished(out_dir: Path, log: Path, code: int) -> None:
     except (OSError, ValueError, KeyError):
         status = "missing"
     if code != 0 or status != "finished":
-        raise LaunchError(f"the run did not finish (flwr run exit {code}, metrics {status}); see {log}")
+        errors = [
+            ln
+            for ln in log.read_text(errors="replace").splitlines()
+            if re.search(r"\w(Error|Exception): ", ln)
+        ]
+        why = f": {errors[-1].strip()}" if errors else ""
+        raise LaunchError(f"the run did not finish (flwr run exit {code}, metrics {status}){why}; see {log}")
 
 
 def simulate(cfg: ExperimentConfig) -> None:
@@ -180,3 +231,48 @@ def simulate(cfg: ExperimentConfig) -> None:
         code = submit(procs, env, "fedwsa-sim", write_run_config(cfg, out / "run_config.toml"), log,
                       federation_config=fed, verbose=cfg.verbose)  # fmt: skip
         check_finished(out, log, code)
+
+
+def federate(cfg: ExperimentConfig) -> None:
+    """Run ``cfg`` as a real federation: one SuperLink and one SuperNode process per client.
+
+    With ``federation.superlink`` set, nothing is started: the run is submitted to that
+    SuperLink (its SuperNodes were started by hand, on other machines).
+    """
+    from experiments.certs import check_certs, make_certs
+
+    out, fed = Path(cfg.out_dir), cfg.federation
+    certs = None
+    if fed.tls or fed.certs:
+        certs = (
+            check_certs(Path(fed.certs).expanduser().resolve())
+            if fed.certs
+            else make_certs(out / "certs", nodes=cfg.num_clients)
+        )
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fedwsa-flwr-") as home, process_group() as procs:
+        env = flower_env(Path(home))
+        if fed.superlink:
+            probe(fed.superlink)
+            address = fed.superlink
+        else:
+            port = free_port()
+            start_superlink(
+                procs, env, port, logs / "superlink.log", simulation=False, certs=certs, host=fed.host
+            )
+            address = f"127.0.0.1:{port}"
+            nodes = [start_supernode(procs, env, address, i, cfg.num_clients, logs / f"supernode-{i}.log",
+                                     certs=certs) for i in range(cfg.num_clients)]  # fmt: skip
+            record = {"superlink": address, "tls": certs is not None,
+                      "supernodes": {i: p.pid for i, p in enumerate(nodes)}}  # fmt: skip
+            (out / "federation.json").write_text(json.dumps(record, indent=1))
+        write_connection(Path(home), "fedwsa", address, certs / "ca.crt" if certs else None)
+        log = logs / "flower.log"
+        code = submit(
+            procs, env, "fedwsa", write_run_config(cfg, out / "run_config.toml"), log, verbose=cfg.verbose
+        )
+        if not fed.superlink:
+            check_finished(out, log, code)
+        elif code != 0:
+            raise LaunchError(f"flwr run exited with {code}; see {log}")

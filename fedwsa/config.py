@@ -67,6 +67,16 @@ class PartitionConfig:
 
 
 @dataclass(frozen=True)
+class FederationConfig:
+    """Deployment (``experiments.federate``) settings; the simulation ignores them."""
+
+    tls: bool = False
+    certs: str = ""  # folder with ca.crt, server.pem, server.key; empty: generate for the run
+    superlink: str = ""  # host:port of a running SuperLink to submit to; empty: start one locally
+    host: str = "127.0.0.1"  # interface the local SuperLink listens on
+
+
+@dataclass(frozen=True)
 class Seeds:
     """One named seed per source of randomness."""
 
@@ -83,6 +93,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     seeds: Seeds = field(default_factory=Seeds)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     seed: int = 0
     num_clients: int = 5
     num_rounds: int = 5
@@ -95,6 +106,7 @@ class ExperimentConfig:
     eval_batch_size: int = 1000
     client_threads: int = 1
     client_cpus: int = 1
+    min_fit_clients: int = 1
     node_wait_s: float = 120.0
     round_timeout_s: float = 3600.0
     verbose: bool = False
@@ -176,6 +188,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         ("client_threads", c.client_threads), ("client_cpus", c.client_cpus),
         ("model.hidden", c.model.hidden), ("partition.labels_per_client", p.labels_per_client),
         ("partition.min_size", p.min_size), ("partition.max_retries", p.max_retries),
+        ("min_fit_clients", c.min_fit_clients),
     ]:  # fmt: skip
         _check(key, value >= 1, ">= 1", value)
     _check("fraction_train", 0 < c.fraction_train <= 1, "in (0, 1]", c.fraction_train)
@@ -187,6 +200,12 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("strategy.wsa_lambda", s.wsa_lambda >= 0, ">= 0", s.wsa_lambda)
     _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
+    if c.min_fit_clients > c.sample_size:
+        raise ConfigError(
+            "min_fit_clients",
+            f"{c.min_fit_clients} exceeds the {c.sample_size} clients sampled per round "
+            "(num_clients * fraction_train)",
+        )
     if s.name != "fedprox" and s.proximal_mu > 0:
         raise ConfigError("strategy.proximal_mu", f"must be 0 for {s.name} (use strategy=fedprox)")
     if s.name != "fedwsa" and s.wsa_lambda > 0:

@@ -26,7 +26,7 @@ import torch
 
 COLUMNS = (
     "round", "test_accuracy", "test_loss", "train_loss", "num_replies", "num_failures",
-    "clients", "round_time_s", "elapsed_s",
+    "clients", "failed_clients", "round_time_s", "elapsed_s",
 )  # fmt: skip
 
 
@@ -78,7 +78,8 @@ class RunLog:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            w.writerow({**r, "clients": " ".join(map(str, r["clients"] or []))})
+            lists = {k: " ".join(map(str, r[k] or [])) for k in ("clients", "failed_clients")}
+            w.writerow({**r, **lists})
         atomic_write(self.out / "metrics.csv", buf.getvalue())
         atomic_write(self.out / "scopes.json", json.dumps({"layers": self.layers, "rounds": self.scopes}))
 

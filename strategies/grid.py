@@ -5,12 +5,13 @@ clients train. :class:`PartitionGrid` asks every node once for its ``partition-i
 (a ``query`` message), then shows the strategy, each round, only the nodes of a seeded
 sample of partition ids; the strategy (``fraction_train=1``) sends to all it sees.
 Replies come back sorted by partition id, so aggregation sums in a fixed order.
+The strategy is built with ``min_train_nodes=1``; this grid enforces ``min_fit_clients``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
@@ -20,10 +21,21 @@ from fedwsa.wire import CONFIG, PARTITION_ID
 
 
 class PartitionGrid(Grid):
-    """Delegates to ``grid``; samples ``sample_size`` of ``num_partitions`` per round."""
+    """Delegates to ``grid``; samples ``sample_size`` of ``num_partitions`` per round.
+
+    Nodes that went offline are left out of the round (it waits, at most ``wait_s``, for
+    at least ``min_clients`` of the sample to be online); a node that comes back with a
+    new node id is asked its partition id again and rejoins.
+    """
 
     def __init__(
-        self, grid: Grid, num_partitions: int, sample_size: int, seed: int, wait_s: float = 120.0
+        self,
+        grid: Grid,
+        num_partitions: int,
+        sample_size: int,
+        seed: int,
+        wait_s: float = 120.0,
+        min_clients: int = 1,
     ) -> None:
         self._grid = grid
         self.num_partitions = num_partitions
@@ -33,7 +45,8 @@ class PartitionGrid(Grid):
         self.node_of: dict[int, int] = {}  # partition id -> node id
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.sampled: list[int] = []  # partition ids of the current round
-        self.failures = 0  # error replies in the last send_and_receive
+        self.min_clients = min_clients
+        self.failed: list[int] = []  # sampled partition ids without a good reply, last round
         self._sample: list[int] | None = None
 
     # --- delegation -----------------------------------------------------------------
@@ -54,50 +67,80 @@ class PartitionGrid(Grid):
         return self._grid.pull_messages(message_ids)
 
     # --- what differs ---------------------------------------------------------------
-    def discover(self) -> None:
-        """Wait (bounded) for all nodes, then map node id <-> partition id."""
-        deadline = time.monotonic() + self.wait_s
-        while len(nodes := list(self._grid.get_node_ids())) < self.num_partitions:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"only {len(nodes)} of {self.num_partitions} nodes connected within "
-                    f"{self.wait_s:.0f} s (node_wait_s)"
-                )
-            time.sleep(0.2)
+    def _query(self, nodes: list[int]) -> None:
+        """Ask ``nodes`` for their partition id; a node that comes back replaces its old id."""
         queries = [Message(RecordDict({CONFIG: ConfigRecord()}), dst_node_id=n,
                            message_type=MessageType.QUERY) for n in nodes]  # fmt: skip
         for reply in self._grid.send_and_receive(queries, timeout=self.wait_s):
             if reply.has_error():
-                raise RuntimeError(
-                    f"node {reply.metadata.src_node_id} failed the partition query: {reply.error.reason}"
-                )
+                continue  # gone again; asked next time it is seen
             pid = int(reply.content[CONFIG][PARTITION_ID])  # type: ignore[arg-type]
-            if pid in self.node_of:
-                raise RuntimeError(f"two nodes claim partition-id {pid}")
             self.node_of[pid] = reply.metadata.src_node_id
-        missing = sorted(set(range(self.num_partitions)) - set(self.node_of))
-        if missing:
-            raise RuntimeError(f"no node holds partition-id(s) {missing[:10]}")
         self.partition_of = {n: p for p, n in self.node_of.items()}
 
+    def _online(self) -> set[int]:
+        """Partition ids whose node is connected now (new nodes are asked who they are)."""
+        nodes = set(self._grid.get_node_ids())
+        unknown = sorted(nodes - set(self.partition_of))
+        if unknown:
+            self._query(unknown)
+        return {p for p, n in self.node_of.items() if n in nodes}
+
+    def _wait(self, enough: Callable[[set[int]], bool], problem: Callable[[set[int]], str]) -> set[int]:
+        """Poll the online partitions until ``enough``; after ``wait_s`` raise with ``problem``."""
+        deadline = time.monotonic() + self.wait_s
+        while not enough(online := self._online()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{problem(online)} after {self.wait_s:.0f} s (node_wait_s)")
+            time.sleep(0.5)
+        return online
+
     def get_node_ids(self) -> Iterable[int]:
-        """The nodes of this round's seeded sample, in partition-id order."""
-        if not self.node_of:
-            self.discover()
+        """The online nodes of this round's seeded sample, in partition-id order."""
+        if not self.node_of:  # first call: every partition must be there once
+            every = set(range(self.num_partitions))
+            self._wait(
+                lambda on: every <= on,
+                lambda on: f"only {len(on & every)} of {self.num_partitions} partitions connected",
+            )
         if self._sample is None:
-            pids = self.rng.choice(self.num_partitions, self.sample_size, replace=False)
-            self.sampled = sorted(int(p) for p in pids)
+            pids = sorted(
+                int(p) for p in self.rng.choice(self.num_partitions, self.sample_size, replace=False)
+            )
+            online = self._wait(
+                lambda on: len(on.intersection(pids)) >= self.min_clients,
+                lambda on: (
+                    f"only {len(on.intersection(pids))} of the sampled clients {pids} are online "
+                    f"(min_fit_clients={self.min_clients})"
+                ),
+            )
+            self.sampled = [p for p in pids if p in online]
+            if len(self.sampled) < len(pids):
+                print(f"[fedwsa] sampled clients {sorted(set(pids) - online)} are offline; "
+                      f"training with {self.sampled}", flush=True)  # fmt: skip
             self._sample = [self.node_of[p] for p in self.sampled]
         return list(self._sample)
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Send, then return replies sorted by partition id; the next call samples anew."""
+        """Send, then return replies sorted by partition id; the next call samples anew.
+
+        With fewer than ``min_clients`` good replies, only the errors are returned, so
+        the strategy aggregates nothing and the round is skipped.
+        """
         messages = list(messages)
         if not messages:
             return []
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         self._sample = None
-        self.failures = len(messages) - sum(not r.has_error() for r in replies)
+        good = [r for r in replies if not r.has_error()]
+        answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in good}
+        self.failed = [p for p in self.sampled if p not in answered]
+        if self.failed:
+            print(f"[fedwsa] clients {self.failed} did not reply", flush=True)
+        if len(good) < self.min_clients:
+            print(f"[fedwsa] only {len(good)} replies (< min_fit_clients={self.min_clients}): round skipped",
+                  flush=True)  # fmt: skip
+            replies = [r for r in replies if r.has_error()]
         return sorted(replies, key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))

@@ -58,6 +58,8 @@ class Recorder:
         self.model.load_state_dict(arrays.to_torch_state_dict())
         loss, acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.cfg.eval_batch_size)
         info, self.train_info = self.train_info, {}
+        if server_round and not info:
+            info = {"num_replies": 0}  # the round was skipped
         sent = getattr(self.strategy, "sent", {}).get(server_round)
         scopes = {
             "global": model_scope(self.model, self.names).tolist(),
@@ -66,10 +68,11 @@ class Recorder:
         }
         row = self.log.add_round(
             {"round": server_round, "test_accuracy": acc, "test_loss": loss,
-             "num_failures": self.grid.failures if server_round else 0, **info},
+             "num_failures": len(self.grid.failed) if server_round else 0,
+             "failed_clients": self.grid.failed if server_round else [], **info},
             scopes,
         )  # fmt: skip
-        train = "" if info.get("train_loss") is None else f"  train_loss {info['train_loss']:.4f}"
+        train = f"  train_loss {info['train_loss']:.4f}" if "train_loss" in info else ""
         replied = f"  clients {info['num_replies']}/{self.cfg.sample_size}" if info else ""
         print(
             f"[fedwsa] round {server_round:>3}/{self.cfg.num_rounds}  acc {acc:.4f}  "
@@ -82,8 +85,8 @@ class Recorder:
 def build_strategy(cfg: ExperimentConfig, recorder: Recorder) -> FedAvg:
     """Flower's FedAvg / FedProx, or our FedWSA; sampling is done by the PartitionGrid."""
     common: dict[str, Any] = dict(
-        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=cfg.sample_size,
-        min_available_nodes=cfg.sample_size, train_metrics_aggr_fn=recorder.train_metrics,
+        fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1,
+        train_metrics_aggr_fn=recorder.train_metrics,
     )  # fmt: skip
     s = cfg.strategy
     if s.name == "fedprox":
@@ -97,7 +100,9 @@ def build_strategy(cfg: ExperimentConfig, recorder: Recorder) -> FedAvg:
 
 def run(grid: Grid, cfg: ExperimentConfig) -> None:
     """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment)."""
-    pgrid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s)
+    pgrid = PartitionGrid(
+        grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s, cfg.min_fit_clients
+    )
     recorder = Recorder(cfg, pgrid)
     strategy = recorder.strategy = build_strategy(cfg, recorder)
     s = cfg.strategy

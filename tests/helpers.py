@@ -1,0 +1,41 @@
+"""Helpers for the end-to-end tests: run an entry point, read metrics, list Flower processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOWER = ("flower-superlink", "flower-supernode", "flwr-simulation", "flwr-serverapp", "raylet", "gcs_server")
+
+
+def flower_pids():
+    pids = set()
+    for p in psutil.process_iter(["name", "cmdline"]):
+        text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
+        if any(name in text for name in FLOWER):
+            pids.add(p.pid)
+    return pids
+
+
+SMALL = ("num_clients=3", "num_rounds=2")
+
+
+def run_entry(tmp_path, name, *overrides, timeout=300, entry="experiments.run"):
+    out = tmp_path / name
+    cmd = [sys.executable, "-m", entry, f"hydra.run.dir={out}", *SMALL, *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def metrics(out):
+    m = json.loads((out / "metrics.json").read_text())
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in m["rounds"]], m["status"]
+
+
+def same_metrics(a, b):
+    """Rows without the timing columns."""
+    return metrics(a)[0] == metrics(b)[0]

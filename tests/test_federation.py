@@ -1,0 +1,98 @@
+"""Real multi-process federations on loopback: SuperLink + SuperNodes as OS processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from experiments.launch import free_port
+from tests.helpers import ROOT, flower_pids, metrics, run_entry, same_metrics
+
+pytestmark = [pytest.mark.slow, pytest.mark.deployment]
+
+
+def test_insecure_federation_matches_simulation(tmp_path, fedwsa_run):
+    before = flower_pids()
+    out, stdout = run_entry(
+        tmp_path, "fed", "strategy=fedwsa", "fraction_train=0.67", entry="experiments.federate"
+    )
+    assert flower_pids() <= before  # SuperLink and SuperNodes stopped
+    assert "round   2/2" in stdout
+    rows, status = metrics(out)
+    assert status == "finished" and len(rows) == 3
+    assert same_metrics(out, fedwsa_run[0])  # bit-identical to the simulation
+    fed = json.loads((out / "federation.json").read_text())
+    assert len(fed["supernodes"]) == 3 and not fed["tls"]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "flower.log", "superlink.log", "supernode-0.log", "supernode-1.log", "supernode-2.log",
+    ]  # fmt: skip
+
+
+def test_tls_federation(tmp_path):
+    before = flower_pids()
+    out, _ = run_entry(tmp_path, "tls", "num_clients=2", "federation.tls=true", entry="experiments.federate")
+    assert flower_pids() <= before
+    assert metrics(out)[1] == "finished"
+    assert json.loads((out / "federation.json").read_text())["tls"]
+    assert {"ca.crt", "server.pem", "server.key", "supernode-0.pem"} <= {
+        p.name for p in (out / "certs").iterdir()
+    }
+    assert "https://" in (out / "logs" / "supernode-0.log").read_text()  # its own API is TLS too
+
+
+def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
+    """Kill SuperNode 2 after round 1, start it again after round 2: it rejoins."""
+    out = tmp_path / "kill"
+    cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={out}", "num_clients=3",
+           "num_rounds=4", "round_timeout_s=60", "node_wait_s=60"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    lines, comeback = [], None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "round   1/" in line:
+                fed = json.loads((out / "federation.json").read_text())
+                os.kill(fed["supernodes"]["2"], signal.SIGKILL)
+            if "round   2/" in line and comeback is None:
+                node = [
+                    *("flower-supernode", "--insecure", "--superlink", fed["superlink"]),
+                    *("--port", str(free_port()), "--node-config", "partition-id=2 num-partitions=3"),
+                ]
+                comeback = subprocess.Popen(
+                    node, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+        assert proc.wait(timeout=60) == 0, "".join(lines[-30:])
+    finally:
+        if comeback is not None:
+            comeback.kill()
+            comeback.wait()
+        if proc.poll() is None:
+            proc.kill()
+    rows, status = metrics(out)
+    assert status == "finished"
+    assert rows[2]["clients"] == [0, 1] and rows[2]["failed_clients"] == [2]  # lost in round 2
+    assert rows[-1]["clients"] == [0, 1, 2]  # back by the last round
+    assert any("did not reply" in ln for ln in lines)
+
+
+def _federate(tmp_path, *overrides):
+    cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={tmp_path}", *overrides]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_unreachable_superlink_is_one_line_error(tmp_path):
+    t0 = time.monotonic()
+    proc = _federate(tmp_path, "federation.superlink=127.0.0.1:9")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "does not answer" in proc.stderr and time.monotonic() - t0 < 60
+
+
+def test_missing_certificate_is_one_line_error(tmp_path):
+    proc = _federate(tmp_path, f"federation.certs={tmp_path}/no")
+    assert proc.returncode == 1 and "ca.crt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
