@@ -79,11 +79,28 @@ def make_certs(folder: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
     return folder
 
 
-def check_certs(folder: Path) -> Path:
-    """Return ``folder`` if it holds the files a TLS SuperLink needs, else raise FileNotFoundError."""
-    missing = [f for f in REQUIRED if not (folder / f).is_file()]
+def check_certs(folder: Path, need: tuple[str, ...] = REQUIRED) -> Path:
+    """Return ``folder`` if it holds the files ``need``, else raise FileNotFoundError."""
+    missing = [f for f in need if not (folder / f).is_file()]
     if missing:
         raise FileNotFoundError(
-            f"federation.certs: {folder} lacks {', '.join(missing)} (needs {', '.join(REQUIRED)})"
+            f"federation.certs: {folder} lacks {', '.join(missing)} (needs {', '.join(need)})"
         )
     return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m experiments.certs FOLDER --host NAME ... [--nodes N]``: certificates to deploy."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m experiments.certs", description=main.__doc__)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--host", action="append", required=True, help="SuperLink DNS name or IP (repeatable)")
+    p.add_argument("--nodes", type=int, default=0, help="also make supernode-<i> certificates")
+    a = p.parse_args(argv)
+    make_certs(a.folder, tuple(a.host), a.nodes)
+    print(f"wrote {', '.join(sorted(f.name for f in a.folder.iterdir()))} to {a.folder}; keep ca.key private")
+
+
+if __name__ == "__main__":
+    main()

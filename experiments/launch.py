@@ -242,13 +242,18 @@ def federate(cfg: ExperimentConfig) -> None:
     from experiments.certs import check_certs, make_certs
 
     out, fed = Path(cfg.out_dir), cfg.federation
-    certs = None
-    if fed.tls or fed.certs:
-        certs = (
-            check_certs(Path(fed.certs).expanduser().resolve())
-            if fed.certs
-            else make_certs(out / "certs", nodes=cfg.num_clients)
-        )
+    folder = Path(fed.certs).expanduser().resolve() if fed.certs else None
+    if fed.superlink:
+        if folder is None and not fed.insecure:
+            raise LaunchError(
+                "federation.certs: a remote SuperLink needs the folder holding its ca.crt "
+                "(or federation.insecure=true for plain HTTP)"
+            )
+        certs = check_certs(folder, ("ca.crt",)) if folder else None
+    elif folder:
+        certs = check_certs(folder)
+    else:
+        certs = make_certs(out / "certs", nodes=cfg.num_clients) if fed.tls else None
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="fedwsa-flwr-") as home, process_group() as procs:

@@ -73,6 +73,7 @@ class FederationConfig:
     tls: bool = False
     certs: str = ""  # folder with ca.crt, server.pem, server.key; empty: generate for the run
     superlink: str = ""  # host:port of a running SuperLink to submit to; empty: start one locally
+    insecure: bool = False  # allow a remote ``superlink`` without TLS
     host: str = "127.0.0.1"  # interface the local SuperLink listens on
 
 

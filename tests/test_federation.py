@@ -87,7 +87,7 @@ def _federate(tmp_path, *overrides):
 
 def test_unreachable_superlink_is_one_line_error(tmp_path):
     t0 = time.monotonic()
-    proc = _federate(tmp_path, "federation.superlink=127.0.0.1:9")
+    proc = _federate(tmp_path, "federation.superlink=127.0.0.1:9", "federation.insecure=true")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "does not answer" in proc.stderr and time.monotonic() - t0 < 60

@@ -1,0 +1,94 @@
+"""Mode connectivity: interpolation, barrier, path evaluation, multi-stage fusion."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fedwsa.connect import (
+    ConnectSettings,
+    average,
+    barrier,
+    evaluate_path,
+    interpolate,
+    run_connect,
+    stage_groups,
+)  # fmt: skip
+from fedwsa.data import load_dataset
+from fedwsa.models import build_model
+from fedwsa.train import evaluate
+from tests.helpers import ROOT
+
+
+def _states():
+    torch.manual_seed(0)
+    a, b = build_model("mlp", (1, 8, 8), 10, 8), build_model("mlp", (1, 8, 8), 10, 8)
+    clone = lambda m: {k: v.clone() for k, v in m.state_dict().items()}  # noqa: E731
+    return a, clone(a), clone(b)  # copies: loading into `a` must not change them
+
+
+def test_interpolate_endpoints_exact_and_midpoint():
+    _, sa, sb = _states()
+    assert all(torch.equal(interpolate(sa, sb, 0.0)[k], sa[k]) for k in sa)
+    assert all(torch.equal(interpolate(sa, sb, 1.0)[k], sb[k]) for k in sa)
+    mid = interpolate(sa, sb, 0.5)
+    assert all(torch.allclose(mid[k], average([sa, sb])[k]) for k in sa)
+
+
+def test_barrier_by_hand():
+    # line from 1 to 2: at a = 0.5 it is 1.5; the value 3 is 1.5 above it
+    assert barrier([1.0, 3.0, 2.0], [0.0, 0.5, 1.0]) == pytest.approx(1.5)
+    assert barrier([1.0, 1.5, 2.0], [0.0, 0.5, 1.0]) == 0.0  # on the line
+    with pytest.raises(ValueError):
+        barrier([1.0, 2.0], [0.1, 1.0])
+
+
+def test_path_endpoints_match_models_and_self_barrier_is_zero():
+    model, sa, sb = _states()
+    ds = load_dataset("digits")
+    rows = evaluate_path(model, sa, sb, ds.x_test, ds.y_test, np.linspace(0, 1, 5))
+    for state, row in ((sa, rows[0]), (sb, rows[-1])):
+        model.load_state_dict(state)
+        assert (row["loss"], row["accuracy"]) == evaluate(model, ds.x_test, ds.y_test)
+    same = evaluate_path(model, sa, sa, ds.x_test, ds.y_test, np.linspace(0, 1, 5))
+    assert barrier([r["loss"] for r in same], np.linspace(0, 1, 5)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_stage_groups():
+    assert stage_groups(4, "pairwise") == [[0, 1], [2, 3]]
+    assert stage_groups(3, "pairwise") == [[0, 1], [2]]
+    assert stage_groups(3, "all") == [[0, 1, 2]]
+
+
+def test_run_connect_on_digits_is_deterministic():
+    s = ConnectSettings(model="mlp", hidden=16, seed=1, num_models=3, subsets="halves", epochs=1,
+                        lr=0.05, grid_points=3, stages="pairwise", stage_epochs=1, align=True)  # fmt: skip
+    ds = load_dataset("digits")
+    res = run_connect(s, ds)
+    for v in ("plain", "wsa"):
+        assert [r["a"] for r in res[v]["path"]] == [0.0, 0.5, 1.0]
+        assert [st["models"] for st in res[v]["stages"]] == [[[0, 1], [2]], [[0, 1, 2]]]
+        assert set(res[v]["scopes"]) == {"A", "B", "mid"}
+    assert res["wsa"]["path"] != res["plain"]["path"]  # the WSA term changed the training
+    assert json.dumps(run_connect(s, ds)) == json.dumps(res)
+
+
+@pytest.mark.slow
+def test_connect_command_writes_outputs(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.connect",
+        f"hydra.run.dir={tmp_path}",
+        "epochs=1",
+        "grid_points=5",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"results.json", "path.csv", "connect.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert len((tmp_path / "path.csv").read_text().splitlines()) == 6
+    bad = subprocess.run([*cmd[:3], "subsets=thirds"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: subsets:")
