@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.launch import PROJECT_DIR, LaunchError
-from fedwsa.client import partitions
+from fedwsa.client import experiment_data, partitions
 from fedwsa.config import ConfigError, ExperimentConfig, from_dict
-from fedwsa.data import DatasetUnavailable, load_dataset
+from fedwsa.data import DatasetUnavailable
 from fedwsa.partition import PartitionError
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-GROUPS = ("strategy", "dataset", "model", "partition")
+GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
 
 
 def fail(message: str, code: int) -> None:
@@ -74,11 +74,19 @@ def code_version() -> str:
         return "unknown"
 
 
-def prepare(cfg: DictConfig) -> ExperimentConfig:
-    """Resolve and validate the Hydra config, check the data and the split, save config.json.
+def already_finished(exp: ExperimentConfig) -> bool:
+    """True when ``out_dir`` holds a finished run of exactly this config (sweeps skip it)."""
+    out = Path(exp.out_dir)
+    try:
+        done = json.loads((out / "metrics.json").read_text())["status"] == "finished"
+        same = json.loads((out / "config.json").read_text())["config"] == dataclasses.asdict(exp)
+    except (OSError, ValueError, KeyError):
+        return False
+    return done and same
 
-    Everything that can be wrong in the input fails here, before any process starts.
-    """
+
+def resolve(cfg: DictConfig) -> ExperimentConfig:
+    """Resolve and validate the Hydra config; paths become absolute."""
     try:
         raw: Any = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
@@ -86,19 +94,27 @@ def prepare(cfg: DictConfig) -> ExperimentConfig:
     exp = from_dict(raw)
     out = Path(exp.out_dir).resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
-    exp = dataclasses.replace(exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root)))
+    return dataclasses.replace(
+        exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root))
+    )
+
+
+def prepare(exp: ExperimentConfig) -> None:
+    """Check the data and the split, and save config.json: everything that can be wrong in
+    the input fails here, before any process starts."""
+    out = Path(exp.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ds = load_dataset(exp.dataset.name, exp.dataset.root, exp.dataset.download)
+    ds = experiment_data(exp)
     partitions(exp)  # an impossible split fails now, not inside a client
     record = {
         "config": dataclasses.asdict(exp),
         "code_version": code_version(),
         "data_source": ds.source,
+        "evaluated_on": "validation" if exp.validation > 0 else "test",
         "versions": {p: version(p) for p in ("flwr", "torch", "numpy", "hydra-core")},
         "command": sys.argv,
     }
     (out / "config.json").write_text(json.dumps(record, indent=1))
-    return exp
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:

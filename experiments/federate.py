@@ -15,14 +15,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import preflight_groups, prepare, report_errors
+from experiments.common import already_finished, preflight_groups, prepare, report_errors, resolve
 from experiments.launch import federate
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with report_errors():
-        exp = prepare(cfg)
+        exp = resolve(cfg)
+        if already_finished(exp):
+            print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
+            return
+        prepare(exp)
         where = exp.federation.superlink or "127.0.0.1 (SuperLink + one SuperNode per client)"
         tls = "TLS" if exp.federation.tls or exp.federation.certs else "insecure"
         print(f"[fedwsa] federation of {exp.num_clients} clients at {where}, {tls}, "

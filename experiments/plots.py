@@ -34,3 +34,84 @@ def plot_connect(res: dict[str, Any], path: Path, title: str = "") -> None:
     fig.suptitle(f"{title}: linear path (1 - a) A + a B" if title else "linear path (1 - a) A + a B")
     fig.savefig(path)
     plt.close(fig)
+
+
+def _band(
+    ax: Any, x: list[int], series: list[list[float]], color: str, label: str, scale: float = 1.0
+) -> None:
+    """Mean line with a +- std band over seeds (sample std)."""
+    import numpy as np
+
+    a = scale * np.array(series, dtype=float)
+    mean = a.mean(0)
+    std = a.std(0, ddof=1) if len(a) > 1 else np.zeros_like(mean)
+    ax.plot(x, mean, color=color, label=label, lw=1.4)
+    ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+
+
+def _colors(labels: list[str]) -> dict[str, str]:
+    base = {"fedavg": "tab:blue", "fedprox": "tab:green", "fedwsa": "tab:red"}
+    extra = iter(["tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
+    return {lab: base.get(lab) or next(extra, "black") for lab in labels}
+
+
+def plot_accuracy(groups: list[Any], path: Path, evaluated_on: str = "test") -> None:
+    """Accuracy vs round: one panel per alpha, one line per strategy, band = +- std over seeds."""
+    alphas = sorted({g.alpha for g in groups})
+    colors = _colors(sorted({g.label for g in groups}))
+    fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 2.7), sharey=True,
+                             constrained_layout=True, squeeze=False)  # fmt: skip
+    for ax, alpha in zip(axes[0], alphas, strict=True):
+        for g in (g for g in groups if g.alpha == alpha):
+            rounds = [int(r["round"]) for r in g.runs[0].rows]
+            _band(
+                ax, rounds, [r.accuracy for r in g.runs], colors[g.label], f"{g.label} (n={len(g.runs)})", 100
+            )
+        ax.set_title(f"Dirichlet alpha = {alpha:g}")
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0][0].set_ylabel(f"central {evaluated_on} accuracy (%)")
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
+    """Per layer: the global model's sigma (top) and the spread of client sigmas (bottom).
+
+    Bottom row: std over clients of each client's sigma after local training, divided by
+    their mean (coefficient of variation, %): how far apart the clients' scopes drifted.
+    FedWSA's target sigma is dashed in the top row.
+    """
+    import numpy as np
+
+    gs = [g for g in groups if g.alpha == alpha and g.runs[0].scopes]
+    if not gs:
+        return
+    layers = gs[0].runs[0].scopes["layers"]
+    colors = _colors(sorted({g.label for g in gs}))
+    fig, axes = plt.subplots(2, len(layers), figsize=(2.3 * len(layers) + 0.6, 4.2), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    for g in gs:
+        rec = [r.scopes["rounds"] for r in g.runs]
+        rounds = [int(x["round"]) for x in rec[0]]
+        for j in range(len(layers)):
+            glob = [[x["global"][j][1] for x in rr] for rr in rec]
+            _band(axes[0][j], rounds, glob, colors[g.label], g.label)
+            if rec[0][1].get("target"):
+                tgt = np.array([[x["target"][j][1] for x in rr[1:]] for rr in rec])  # round 0 has none
+                axes[0][j].plot(rounds[1:], tgt.mean(0), color=colors[g.label], ls="--", lw=1,
+                                label=f"{g.label} target")  # fmt: skip
+            cv = [[100 * x["client_sigma_std"][j] / x["client_sigma_mean"][j] for x in rr[1:]] for rr in rec]
+            _band(axes[1][j], rounds[1:], cv, colors[g.label], g.label)
+    for j, name in enumerate(layers):
+        axes[0][j].set_title(name, fontsize=8)
+        axes[1][j].set_xlabel("round")
+        for i in (0, 1):
+            axes[i][j].grid(alpha=0.3)
+    axes[0][0].set_ylabel("global model sigma")
+    axes[1][0].set_ylabel("client sigma spread (CV, %)")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(f"Weight scope per layer, Dirichlet alpha = {alpha:g} (mean +- std over seeds)")
+    fig.savefig(path)
+    plt.close(fig)

@@ -11,14 +11,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import preflight_groups, prepare, report_errors
+from experiments.common import already_finished, preflight_groups, prepare, report_errors, resolve
 from experiments.launch import simulate
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with report_errors():
-        exp = prepare(cfg)
+        exp = resolve(cfg)
+        if already_finished(exp):
+            print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
+            return
+        prepare(exp)
         print(f"[fedwsa] {exp.strategy.name} on {exp.dataset.name}: {exp.num_clients} clients, "
               f"{exp.num_rounds} rounds -> {exp.out_dir}", flush=True)  # fmt: skip
         simulate(exp)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fedwsa.config import ExperimentConfig
-from fedwsa.data import load_dataset
+from fedwsa.data import Dataset, holdout, load_dataset
 from fedwsa.models import build_model
 from fedwsa.partition import partition
 from fedwsa.regularizers import make_regularizer
@@ -27,10 +27,23 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
+@lru_cache(maxsize=2)
+def _data(name: str, root: str, download: bool, validation: float, seed: int) -> Dataset:
+    ds = load_dataset(name, root, download)
+    return holdout(ds, validation, seed) if validation > 0 else ds
+
+
+def experiment_data(cfg: ExperimentConfig) -> Dataset:
+    """The dataset as this experiment sees it: with ``validation > 0`` the evaluation split
+    is a held-out part of the training data, and clients never see it (cached)."""
+    d = cfg.dataset
+    return _data(d.name, d.root, d.download, cfg.validation, cfg.seeds.validation)
+
+
 @lru_cache(maxsize=4)
 def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
     """All clients' train index sets (cached: computed once per process and config)."""
-    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    ds = experiment_data(cfg)
     p = cfg.partition
     return partition(
         ds.y_train.numpy(), p.kind, cfg.num_clients, cfg.seeds.partition, alpha=p.alpha,
@@ -42,14 +55,14 @@ def client_data(cfg: ExperimentConfig, partition_id: int) -> tuple[Tensor, Tenso
     """Client ``partition_id``'s training tensors."""
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
-    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    ds = experiment_data(cfg)
     idx = torch.from_numpy(partitions(cfg)[partition_id])
     return ds.x_train[idx], ds.y_train[idx]
 
 
 def new_model(cfg: ExperimentConfig) -> nn.Module:
     """The experiment's model, initialised from ``seeds.model_init``."""
-    ds = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+    ds = experiment_data(cfg)
     torch.manual_seed(cfg.seeds.model_init)
     return build_model(cfg.model.name, ds.input_shape, ds.num_classes, cfg.model.hidden)
 

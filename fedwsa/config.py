@@ -85,6 +85,7 @@ class Seeds:
     partition: int = 0
     sampling: int = 0
     train: int = 0
+    validation: int = 0  # which part of train is held out (fixed across a sweep's seeds)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class ExperimentConfig:
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
+    validation: float = 0.0
     eval_batch_size: int = 1000
     client_threads: int = 1
     client_cpus: int = 1
@@ -197,6 +199,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("momentum", 0 <= c.momentum < 1, "in [0, 1)", c.momentum)
     _check("weight_decay", c.weight_decay >= 0, ">= 0", c.weight_decay)
     _check("partition.alpha", p.alpha > 0, "> 0", p.alpha)
+    _check("validation", 0 <= c.validation < 0.5, "in [0, 0.5)", c.validation)
     _check("strategy.proximal_mu", s.proximal_mu >= 0, ">= 0", s.proximal_mu)
     _check("strategy.wsa_lambda", s.wsa_lambda >= 0, ">= 0", s.wsa_lambda)
     _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
@@ -211,7 +214,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("strategy.proximal_mu", f"must be 0 for {s.name} (use strategy=fedprox)")
     if s.name != "fedwsa" and s.wsa_lambda > 0:
         raise ConfigError("strategy.wsa_lambda", f"must be 0 for {s.name} (use strategy=fedwsa)")
-    n = TRAIN_SIZES[c.dataset.name]
+    n = int(TRAIN_SIZES[c.dataset.name] * (1 - c.validation))
     need = c.num_clients * (1 if p.kind == "iid" else p.min_size)
     if need > n:
         raise ConfigError(

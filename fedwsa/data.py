@@ -157,3 +157,25 @@ def load_dataset(name: str, root: str = "data", download: bool = True) -> Datase
                 f"outside [0, {ds.num_classes - 1}]"
             )
     return ds
+
+
+def holdout(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """Hold out a stratified ``fraction`` of the training split as the evaluation split.
+
+    The returned dataset trains on the rest and its "test" tensors are the held-out part,
+    so hyperparameters can be chosen without ever looking at the real test split.
+    """
+    rng = np.random.default_rng(seed)
+    y = ds.y_train.numpy()
+    val = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(y == c))[: round(fraction * int(np.sum(y == c)))]
+            for c in np.unique(y)
+        ]
+    )
+    keep = np.setdiff1d(np.arange(len(y)), val)
+    val_t, keep_t = torch.from_numpy(np.sort(val)), torch.from_numpy(keep)
+    return Dataset(
+        ds.name, ds.x_train[keep_t], ds.y_train[keep_t], ds.x_train[val_t], ds.y_train[val_t],
+        ds.num_classes, f"{ds.source}; {fraction:.0%} of train held out as validation (seed {seed})",
+    )  # fmt: skip

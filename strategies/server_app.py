@@ -15,9 +15,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDic
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from fedwsa.client import new_model
+from fedwsa.client import experiment_data, new_model
 from fedwsa.config import ExperimentConfig
-from fedwsa.data import load_dataset
 from fedwsa.results import RunLog, scope_stats
 from fedwsa.train import evaluate
 from fedwsa.wire import RUN_CONFIG_KEY, TrainSettings, decode_reply, encode_train
@@ -33,7 +32,7 @@ class Recorder:
 
     def __init__(self, cfg: ExperimentConfig, grid: PartitionGrid) -> None:
         self.cfg, self.grid = cfg, grid
-        self.data = load_dataset(cfg.dataset.name, cfg.dataset.root, cfg.dataset.download)
+        self.data = experiment_data(cfg)
         self.model = new_model(cfg)
         self.names = scoped_names(self.model, cfg.strategy.scope_all)
         self.log = RunLog(cfg.out_dir, self.names)

@@ -48,7 +48,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     """Kill SuperNode 2 after round 1, start it again after round 2: it rejoins."""
     out = tmp_path / "kill"
     cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={out}", "num_clients=3",
-           "num_rounds=4", "round_timeout_s=60", "node_wait_s=60"]  # fmt: skip
+           "num_rounds=4", "round_timeout_s=20", "node_wait_s=60"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
     lines, comeback = [], None

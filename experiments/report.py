@@ -1,0 +1,78 @@
+"""Tables, figures and a summary from finished runs.
+
+    python -m experiments.report multirun/compare/fmnist
+    python -m experiments.report outputs/2026-11-26 --target 0.8 --out report/
+
+Finds every finished run under the given folders, refuses to mix runs whose non-swept
+settings differ, and writes results.md, results.csv, accuracy.png, scopes_alpha<a>.png
+and summary.md (default: <first folder>/report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from experiments.plots import plot_accuracy, plot_scopes
+from fedwsa.report import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
+
+
+def _pm(mean: float, std: float, n: int) -> str:
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
+    p.add_argument("paths", nargs="+", type=Path, help="sweep or run directories")
+    p.add_argument("--out", type=Path, help="where to write (default: <first path>/report)")
+    p.add_argument("--target", type=float, help="accuracy for 'rounds to target' (default: 90%% of the best)")
+    a = p.parse_args(argv)
+    try:
+        runs, unfinished = find_runs(a.paths)
+        check_comparable(runs)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for d in unfinished:
+        print(f"[fedwsa] skipping unfinished run {d}", file=sys.stderr)
+    label_runs(runs)
+    groups = group_runs(runs)
+    target = a.target or 0.9 * max(max(r.accuracy) for r in runs)
+    stats = [g.stats(target) for g in groups]
+    on = runs[0].evaluated_on
+    out = a.out or a.paths[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    head = (f"| strategy | alpha | seeds | final {on} acc (%) | best {on} acc (%) | rounds to "
+            f"{100 * target:.1f}% | strategy time (s) |")  # fmt: skip
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for s in stats:
+        r2t = (
+            "never"
+            if s["rounds_to_target"] is None
+            else f"{s['rounds_to_target']:.1f} ({s['reached']}/{s['seeds']})"
+        )
+        final = _pm(s["final_mean"], s["final_std"], s["seeds"])
+        best = _pm(s["best_mean"], s["best_std"], s["seeds"])
+        cells = [s["strategy"], f"{s['alpha']:g}", str(s["seeds"]), final, best, r2t, f"{s['wall_s']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    note = ("\nmean ± sample std over seeds; rounds to target averaged over the seeds that reached it "
+            f"(reached/seeds); accuracy on the {on} split; {len(runs)} runs.\n")  # fmt: skip
+    (out / "results.md").write_text("\n".join(lines) + "\n" + note)
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(stats[0]))
+        w.writeheader()
+        w.writerows(stats)
+    plot_accuracy(groups, out / "accuracy.png", on)
+    for alpha in sorted({g.alpha for g in groups}):
+        plot_scopes(groups, out / f"scopes_alpha{alpha:g}.png", alpha)
+    text = summary(stats, "final")
+    (out / "summary.md").write_text("Final-round accuracy:\n\n" + "\n".join(f"- {t}" for t in text) + "\n")
+    print("\n".join(lines) + "\n" + note + "\n".join(text))
+    print(f"[fedwsa] report written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

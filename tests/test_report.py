@@ -1,0 +1,85 @@
+"""The report: statistics by hand, refusal to mix settings, figures from stored metrics."""
+
+import json
+
+import pytest
+
+from experiments.report import main as report_main
+from fedwsa.config import ExperimentConfig, StrategyConfig
+from fedwsa.report import ReportError, check_comparable, find_runs, mean_std, rounds_to, summary
+
+LAYERS = ["w1", "w2"]
+
+
+def _write_run(root, name, strategy, seed, alpha, accs, lr=0.05, status="finished"):
+    """A run folder as experiments.run writes it, with made-up numbers (no training)."""
+    d = root / name
+    d.mkdir(parents=True)
+    s = StrategyConfig(name=strategy, wsa_lambda=0.1 if strategy == "fedwsa" else 0.0)
+    cfg = ExperimentConfig(strategy=s, seed=seed, lr=lr, out_dir=str(d))
+    cfg = json.loads(cfg.to_json())
+    cfg["partition"]["alpha"] = alpha
+    (d / "config.json").write_text(json.dumps({"config": cfg, "evaluated_on": "test"}))
+    rows = [{"round": i, "test_accuracy": a, "elapsed_s": 1.5 * i} for i, a in enumerate(accs)]
+    (d / "metrics.json").write_text(json.dumps({"status": status, "rounds": rows}))
+
+    def scope(i):
+        return [[0.0, 0.1 + 0.01 * i], [0.0, 0.2]]
+
+    recs = [{"round": i, "global": scope(i), "target": scope(i) if (strategy == "fedwsa" and i) else None,
+             **({"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]} if i else {})}
+            for i in range(len(accs))]  # fmt: skip
+    (d / "scopes.json").write_text(json.dumps({"layers": LAYERS, "rounds": recs}))
+    return d
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    accs = {
+        ("fedavg", 0): [0.1, 0.5, 0.6], ("fedavg", 1): [0.1, 0.4, 0.8],
+        ("fedwsa", 0): [0.1, 0.6, 0.7], ("fedwsa", 1): [0.1, 0.7, 0.9],
+    }  # fmt: skip
+    for (strategy, seed), a in accs.items():
+        for alpha in (0.1, 0.5):
+            _write_run(tmp_path, f"{strategy}_{seed}_{alpha}", strategy, seed, alpha, a)
+    _write_run(tmp_path, "unfinished", "fedavg", 2, 0.1, [0.1], status="running")
+    return tmp_path
+
+
+def test_mean_std_by_hand():
+    # mean of 0.6, 0.8 is 0.7; sample std = sqrt(((-0.1)^2 + 0.1^2) / 1) = 0.141421...
+    assert mean_std([0.6, 0.8]) == pytest.approx((0.7, 0.1414213562))
+    assert mean_std([0.5]) == (0.5, 0.0)
+    assert rounds_to([0.1, 0.5, 0.7], 0.6) == 2 and rounds_to([0.1], 0.6) is None
+
+
+def test_report_table_figures_and_summary(sweep, capsys):
+    assert report_main([str(sweep), "--target", "0.65"]) == 0
+    out = sweep / "report"
+    assert {"results.md", "results.csv", "accuracy.png", "scopes_alpha0.1.png", "scopes_alpha0.5.png",
+            "summary.md"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    table = (out / "results.md").read_text()
+    # fedwsa final: 0.7, 0.9 -> 80.00 +- 14.14; best the same; fedavg final 0.6, 0.8 -> 70.00 +- 14.14
+    # rounds to 0.65: fedwsa seed 0 at round 2, seed 1 at round 1 -> 1.5; fedavg only seed 1 (round 2)
+    assert "| fedwsa | 0.1 | 2 | 80.00 ± 14.14 | 80.00 ± 14.14 | 1.5 (2/2) | 3.0 |" in table
+    assert "| fedavg | 0.5 | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 2.0 (1/2) | 3.0 |" in table
+    assert "within one seed std" in (out / "summary.md").read_text()
+    for png in out.glob("*.png"):
+        assert png.stat().st_size > 10_000
+
+
+def test_refuses_mixed_settings(sweep):
+    _write_run(sweep, "other_lr", "fedavg", 3, 0.1, [0.1, 0.2, 0.3], lr=0.5)
+    runs, unfinished = find_runs([sweep])
+    assert [u.name for u in unfinished] == ["unfinished"]
+    with pytest.raises(ReportError, match="differ in lr"):
+        check_comparable(runs)
+    assert report_main([str(sweep)]) == 2
+
+
+def test_summary_verdicts():
+    stats = [
+        {"strategy": "a", "alpha": 0.1, "seeds": 3, "final_mean": 0.80, "final_std": 0.01},
+        {"strategy": "b", "alpha": 0.1, "seeds": 3, "final_mean": 0.75, "final_std": 0.01},
+    ]
+    assert "a clear difference" in summary(stats)[0] and "5.00 pp" in summary(stats)[0]
