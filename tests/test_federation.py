@@ -48,7 +48,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     """Kill SuperNode 2 after round 1, start it again after round 2: it rejoins."""
     out = tmp_path / "kill"
     cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={out}", "num_clients=3",
-           "num_rounds=4", "round_timeout_s=20", "node_wait_s=60"]  # fmt: skip
+           "num_rounds=5", "round_timeout_s=20", "node_wait_s=60"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
     lines, comeback = [], None
@@ -76,7 +76,8 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     rows, status = metrics(out)
     assert status == "finished"
     assert rows[2]["clients"] == [0, 1] and rows[2]["failed_clients"] == [2]  # lost in round 2
-    assert rows[-1]["clients"] == [0, 1, 2]  # back by the last round
+    # back within the run (how soon depends on when the SuperLink drops the dead node id)
+    assert any(2 in r["clients"] for r in rows[3:])
     assert any("did not reply" in ln for ln in lines)
 
 
