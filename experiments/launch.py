@@ -95,8 +95,10 @@ def wait_http(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
-            raise LaunchError(f"{name} exited with code {proc.returncode}: {tail}")
+            lines = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace")).strip().splitlines()
+            errors = [ln for ln in lines if re.search(r"ERROR|Errno|[a-z]Error:", ln)]
+            why = (errors or lines or ["no output"])[-1].strip()
+            raise LaunchError(f"{name} exited with code {proc.returncode}: {why} (log: {log})")
         try:
             with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
                 if r.status == 200:
@@ -262,7 +264,7 @@ def federate(cfg: ExperimentConfig) -> None:
             probe(fed.superlink)
             address = fed.superlink
         else:
-            port = free_port()
+            port = fed.port or free_port()
             start_superlink(
                 procs, env, port, logs / "superlink.log", simulation=False, certs=certs, host=fed.host
             )

@@ -75,6 +75,7 @@ class FederationConfig:
     superlink: str = ""  # host:port of a running SuperLink to submit to; empty: start one locally
     insecure: bool = False  # allow a remote ``superlink`` without TLS
     host: str = "127.0.0.1"  # interface the local SuperLink listens on
+    port: int = 0  # its port; 0 picks a free one
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("strategy.proximal_mu", s.proximal_mu >= 0, ">= 0", s.proximal_mu)
     _check("strategy.wsa_lambda", s.wsa_lambda >= 0, ">= 0", s.wsa_lambda)
     _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
+    _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
     if c.min_fit_clients > c.sample_size:
         raise ConfigError(

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -97,3 +98,12 @@ def test_unreachable_superlink_is_one_line_error(tmp_path):
 def test_missing_certificate_is_one_line_error(tmp_path):
     proc = _federate(tmp_path, f"federation.certs={tmp_path}/no")
     assert proc.returncode == 1 and "ca.crt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_one_line_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        proc = _federate(tmp_path, f"federation.port={s.getsockname()[1]}")
+    assert proc.returncode == 1 and "address already in use" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
