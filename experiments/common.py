@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
@@ -115,6 +115,21 @@ def prepare(exp: ExperimentConfig) -> None:
         "command": sys.argv,
     }
     (out / "config.json").write_text(json.dumps(record, indent=1))
+
+
+def execute(cfg: DictConfig, launch: Callable[[ExperimentConfig], None], what: str) -> None:
+    """What ``experiments.run`` and ``experiments.federate`` share: resolve, skip a finished
+    run, check the inputs, ``launch``, and say where the results are."""
+    with report_errors():
+        exp = resolve(cfg)
+        if already_finished(exp):
+            print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
+            return
+        prepare(exp)
+        print(f"[fedwsa] {exp.strategy.name} on {exp.dataset.name}, {exp.num_clients} clients, "
+              f"{exp.num_rounds} rounds, {what} -> {exp.out_dir}", flush=True)  # fmt: skip
+        launch(exp)
+        print(f"[fedwsa] results written to {exp.out_dir}", flush=True)
 
 
 def _sigterm(signum: int, frame: FrameType | None) -> None:

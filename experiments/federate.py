@@ -15,24 +15,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import already_finished, preflight_groups, prepare, report_errors, resolve
+from experiments.common import execute, preflight_groups
 from experiments.launch import federate
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with report_errors():
-        exp = resolve(cfg)
-        if already_finished(exp):
-            print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
-            return
-        prepare(exp)
-        where = exp.federation.superlink or "127.0.0.1 (SuperLink + one SuperNode per client)"
-        tls = "TLS" if exp.federation.tls or exp.federation.certs else "insecure"
-        print(f"[fedwsa] federation of {exp.num_clients} clients at {where}, {tls}, "
-              f"{exp.strategy.name} on {exp.dataset.name} -> {exp.out_dir}", flush=True)  # fmt: skip
-        federate(exp)
-        print(f"[fedwsa] results written to {exp.out_dir}", flush=True)
+    fed = cfg.federation
+    where = f"SuperLink {fed.superlink}" if fed.superlink else "loopback SuperLink + one SuperNode per client"
+    execute(cfg, federate, f"{where}, {'TLS' if fed.tls or fed.certs else 'insecure'}")
 
 
 if __name__ == "__main__":

@@ -11,22 +11,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import already_finished, preflight_groups, prepare, report_errors, resolve
+from experiments.common import execute, preflight_groups
 from experiments.launch import simulate
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    with report_errors():
-        exp = resolve(cfg)
-        if already_finished(exp):
-            print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
-            return
-        prepare(exp)
-        print(f"[fedwsa] {exp.strategy.name} on {exp.dataset.name}: {exp.num_clients} clients, "
-              f"{exp.num_rounds} rounds -> {exp.out_dir}", flush=True)  # fmt: skip
-        simulate(exp)
-        print(f"[fedwsa] results written to {exp.out_dir}", flush=True)
+    execute(cfg, simulate, "Flower Simulation Engine")
 
 
 if __name__ == "__main__":
