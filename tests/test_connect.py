@@ -92,3 +92,26 @@ def test_connect_command_writes_outputs(tmp_path):
     assert len((tmp_path / "path.csv").read_text().splitlines()) == 6
     bad = subprocess.run([*cmd[:3], "subsets=thirds"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: subsets:")
+
+
+def test_connect_report_over_seeds(tmp_path, capsys):
+    from experiments.connect_report import main as connect_report
+
+    path = [{"a": 0.0, "loss": 0.5, "accuracy": 0.8}, {"a": 1.0, "loss": 0.5, "accuracy": 0.9}]
+    for seed, (bl, fused) in enumerate(((1.0, 0.5), (3.0, 0.7))):
+        d = tmp_path / str(seed)
+        d.mkdir()
+        variant = {
+            "path": path,
+            "barrier_loss": bl,
+            "barrier_accuracy": 0.1,
+            "stages": [{"accuracy": [fused]}],
+        }
+        res = {"config": {"seed": seed, "wsa": {"lambda": 1.0}}, "plain": variant, "wsa": variant}
+        (d / "results.json").write_text(json.dumps(res))
+    assert connect_report([str(tmp_path), "--out", str(tmp_path / "t.md")]) == 0
+    table = (tmp_path / "t.md").read_text()
+    # loss barrier 1 and 3: mean 2, sample std sqrt(2) = 1.414; fused 50 and 70 %: 60 +- 14.14
+    assert "| loss barrier | 2.000 ± 1.414 | 2.000 ± 1.414 |" in table
+    assert "| fused accuracy (%) | 60.00 ± 14.14 |" in table
+    assert "| endpoint accuracy (%) | 85.00 ± 0.00 |" in table
