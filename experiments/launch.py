@@ -29,6 +29,15 @@ from fedwsa.wire import RUN_CONFIG_KEY
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 _SHOW = re.compile(r"\[fedwsa\]|ERROR|Error|Exception|Traceback")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR = re.compile(r"ERROR|Errno|\w(Error|Exception): ")
+
+
+def last_error(log: Path) -> str | None:
+    """The last line of ``log`` that reports an error (colour codes removed), if any."""
+    lines = _ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.exists() else []
+    errors = [ln.strip() for ln in lines if _ERROR.search(ln)]
+    return errors[-1] if errors else None
 
 
 class LaunchError(RuntimeError):
@@ -95,9 +104,7 @@ def wait_http(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            lines = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace")).strip().splitlines()
-            errors = [ln for ln in lines if re.search(r"ERROR|Errno|[a-z]Error:", ln)]
-            why = (errors or lines or ["no output"])[-1].strip()
+            why = last_error(log) or "no error in its log"
             raise LaunchError(f"{name} exited with code {proc.returncode}: {why} (log: {log})")
         try:
             with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
@@ -196,7 +203,7 @@ def submit(
     assert proc.stdout is not None
     with log.open("a", encoding="utf-8") as f:
         for raw in proc.stdout:
-            line = re.sub(r"\x1b\[[0-9;]*m", "", raw.decode(errors="replace")).rstrip()
+            line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
             f.write(line + "\n")
             f.flush()
             if verbose or _SHOW.search(line):
@@ -211,12 +218,8 @@ def check_finished(out_dir: Path, log: Path, code: int) -> None:
     except (OSError, ValueError, KeyError):
         status = "missing"
     if code != 0 or status != "finished":
-        errors = [
-            ln
-            for ln in log.read_text(errors="replace").splitlines()
-            if re.search(r"\w(Error|Exception): ", ln)
-        ]
-        why = f": {errors[-1].strip()}" if errors else ""
+        error = last_error(log)
+        why = f": {error}" if error else ""
         raise LaunchError(f"the run did not finish (flwr run exit {code}, metrics {status}){why}; see {log}")
 
 
