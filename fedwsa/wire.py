@@ -117,3 +117,32 @@ def decode_reply(d: Any) -> TrainReply:
         num_examples=int(d[NUM_EXAMPLES]), train_loss=float(d[TRAIN_LOSS]),
         scope=decode_scope(d, SCOPE_MU, SCOPE_SIGMA), partition_id=int(d[PARTITION_ID]),
     )  # fmt: skip
+
+
+def check_reply(
+    arrays: dict[str, np.ndarray], metrics: Any, shapes: dict[str, tuple[int, ...]], num_layers: int
+) -> str | None:
+    """Why a client's reply must not be aggregated, or ``None`` if it is sound.
+
+    Rejects parameters of the wrong names, count or shapes, non-finite parameters,
+    a missing or non-positive example count, and scopes that are non-finite or do not
+    match the model's scoped layers.
+    """
+    if set(arrays) != set(shapes):
+        return f"parameters {sorted(set(arrays) ^ set(shapes))[:3]} do not match the model's"
+    for name, a in arrays.items():
+        if tuple(a.shape) != tuple(shapes[name]):
+            return f"{name} has shape {tuple(a.shape)}, expected {tuple(shapes[name])}"
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            return f"{name} holds NaN or Inf"
+    try:
+        reply = decode_reply(metrics)
+    except (KeyError, TypeError, ValueError) as e:
+        return f"malformed metrics ({type(e).__name__}: {e})"
+    if reply.num_examples <= 0:
+        return f"num-examples is {reply.num_examples}"
+    if reply.scope.shape != (num_layers, 2):
+        return f"scope has {reply.scope.shape[0]} layers, the model {num_layers}"
+    if not np.isfinite(reply.scope).all() or not np.isfinite(reply.train_loss):
+        return "scope or train loss holds NaN or Inf"
+    return None

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedwsa.wire import CONFIG, PARTITION_ID
@@ -36,6 +36,7 @@ class PartitionGrid(Grid):
         seed: int,
         wait_s: float = 120.0,
         min_clients: int = 1,
+        validate: Callable[[Message], str | None] | None = None,
     ) -> None:
         self._grid = grid
         self.num_partitions = num_partitions
@@ -46,6 +47,7 @@ class PartitionGrid(Grid):
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.sampled: list[int] = []  # partition ids of the current round
         self.min_clients = min_clients
+        self.validate = validate  # reason to reject a reply, or None
         self.failed: list[int] = []  # sampled partition ids without a good reply, last round
         self._sample: list[int] | None = None
 
@@ -121,18 +123,31 @@ class PartitionGrid(Grid):
             self._sample = [self.node_of[p] for p in self.sampled]
         return list(self._sample)
 
+    def _checked(self, reply: Message, sent: list[Message]) -> Message:
+        """``reply``, or an error reply in its place when ``validate`` rejects it."""
+        if reply.has_error() or self.validate is None:
+            return reply
+        reason = self.validate(reply)
+        if reason is None:
+            return reply
+        pid = self.partition_of.get(reply.metadata.src_node_id, -1)
+        print(f"[fedwsa] rejected the reply of client {pid}: {reason}", flush=True)
+        original = next(m for m in sent if m.metadata.dst_node_id == reply.metadata.src_node_id)
+        return Message(Error(code=0, reason=f"rejected by the server: {reason}"), reply_to=original)
+
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
         """Send, then return replies sorted by partition id; the next call samples anew.
 
-        With fewer than ``min_clients`` good replies, only the errors are returned, so
-        the strategy aggregates nothing and the round is skipped.
+        Replies that ``validate`` rejects become error replies (never aggregated). With
+        fewer than ``min_clients`` good replies, only the errors are returned, so the
+        strategy aggregates nothing and the round is skipped.
         """
         messages = list(messages)
         if not messages:
             return []
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        replies = [self._checked(r, messages) for r in self._grid.send_and_receive(messages, timeout=timeout)]
         self._sample = None
         good = [r for r in replies if not r.has_error()]
         answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in good}

@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
@@ -19,7 +19,7 @@ from fedwsa.client import experiment_data, new_model
 from fedwsa.config import ExperimentConfig
 from fedwsa.results import RunLog, scope_stats
 from fedwsa.train import evaluate
-from fedwsa.wire import RUN_CONFIG_KEY, TrainSettings, decode_reply, encode_train
+from fedwsa.wire import RUN_CONFIG_KEY, TrainSettings, check_reply, decode_reply, encode_train
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
@@ -35,9 +35,19 @@ class Recorder:
         self.data = experiment_data(cfg)
         self.model = new_model(cfg)
         self.names = scoped_names(self.model, cfg.strategy.scope_all)
+        self.shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         self.log = RunLog(cfg.out_dir, self.names)
         self.strategy: Any = None
         self.train_info: dict[str, Any] = {}
+
+    def check_reply(self, reply: Message) -> str | None:
+        """Reject replies that must not reach the global model (see ``fedwsa.wire.check_reply``)."""
+        content = reply.content
+        if len(content.array_records) != 1 or len(content.metric_records) != 1:
+            return "expected one ArrayRecord and one MetricRecord"
+        arrays = {k: v.numpy() for k, v in next(iter(content.array_records.values())).items()}
+        metrics = next(iter(content.metric_records.values()))
+        return check_reply(arrays, metrics, self.shapes, len(self.names))
 
     def train_metrics(self, records: list[RecordDict], weight_key: str) -> MetricRecord:
         """``train_metrics_aggr_fn``: weighted mean train loss; keeps client scopes aside."""
@@ -103,6 +113,7 @@ def run(grid: Grid, cfg: ExperimentConfig) -> None:
         grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s, cfg.min_fit_clients
     )
     recorder = Recorder(cfg, pgrid)
+    pgrid.validate = recorder.check_reply
     strategy = recorder.strategy = build_strategy(cfg, recorder)
     s = cfg.strategy
     settings = TrainSettings(

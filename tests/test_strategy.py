@@ -135,3 +135,55 @@ def test_partition_grid_times_out_when_nodes_missing():
     fake = FakeGrid(2, 0)
     with pytest.raises(TimeoutError, match="node_wait_s"):
         PartitionGrid(fake, num_partitions=3, sample_size=3, seed=0, wait_s=0.3).get_node_ids()
+
+
+class ReplyGrid(FakeGrid):
+    """Train replies carry the given (arrays, scope) per partition id."""
+
+    def __init__(self, n, content):
+        super().__init__(n, 100)
+        self.content = content
+
+    def send_and_receive(self, messages, *, timeout=None):
+        out = []
+        for m in messages:
+            if m.metadata.message_type == MessageType.QUERY:
+                out += super().send_and_receive([m])
+                continue
+            pid = self.nodes[::-1].index(m.metadata.dst_node_id)
+            r = _reply(*self.content[pid], pid)
+            out.append(Message(r.content, reply_to=m))
+        return out
+
+
+def test_rejected_reply_never_reaches_model_or_target():
+    good = ([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]])
+    poisoned = ([[float("nan"), 3.0]], [0.0], 2, [[2.0, 1.0]])
+    grid = PartitionGrid(ReplyGrid(2, {0: good, 1: poisoned}), 2, 2, seed=0, wait_s=1)
+
+    def validate(msg):
+        w = msg.content["arrays"]["w"].numpy()
+        return None if np.isfinite(w).all() else "NaN"
+
+    grid.validate = validate
+    s = _strategy()
+    msgs = list(
+        s.configure_train(1, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), grid)
+    )
+    replies = grid.send_and_receive(msgs)
+    assert grid.failed == [1] and sum(r.has_error() for r in replies) == 1
+    arrays, _ = s.aggregate_train(1, replies)
+    np.testing.assert_allclose(arrays["w"].numpy(), [[1.0, 3.0]])  # only the good client
+    np.testing.assert_allclose(s.target, [[2.0, 1.0]])
+
+
+def test_round_with_too_few_good_replies_is_skipped():
+    good = ([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]])
+    grid = PartitionGrid(ReplyGrid(2, {0: good, 1: good}), 2, 2, seed=0, wait_s=1, min_clients=2)
+    grid.validate = lambda msg: "always" if grid.partition_of[msg.metadata.src_node_id] == 1 else None
+    s = _strategy()
+    msgs = list(
+        s.configure_train(1, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), grid)
+    )
+    arrays, _ = s.aggregate_train(1, grid.send_and_receive(msgs))
+    assert arrays is None  # nothing aggregated: the global model stays as it was
