@@ -76,6 +76,13 @@ def plot_accuracy(groups: list[Any], path: Path, evaluated_on: str = "test") -> 
     plt.close(fig)
 
 
+def _cv(record: dict[str, Any], layer: int) -> float:
+    """Client sigma spread of one round and layer, in %; NaN for a round without replies."""
+    if "client_sigma_std" not in record:
+        return float("nan")
+    return 100 * record["client_sigma_std"][layer] / record["client_sigma_mean"][layer]
+
+
 def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
     """Per layer: the global model's sigma (top) and the spread of client sigmas (bottom).
 
@@ -102,7 +109,7 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
                 tgt = np.array([[x["target"][j][1] for x in rr[1:]] for rr in rec])  # round 0 has none
                 axes[0][j].plot(rounds[1:], tgt.mean(0), color=colors[g.label], ls="--", lw=1,
                                 label=f"{g.label} target")  # fmt: skip
-            cv = [[100 * x["client_sigma_std"][j] / x["client_sigma_mean"][j] for x in rr[1:]] for rr in rec]
+            cv = [[_cv(x, j) for x in rr[1:]] for rr in rec]
             _band(axes[1][j], rounds[1:], cv, colors[g.label], g.label)
     for j, name in enumerate(layers):
         axes[0][j].set_title(name, fontsize=8)

@@ -9,10 +9,12 @@ from fedwsa.config import ExperimentConfig, StrategyConfig
 from fedwsa.report import ReportError, check_comparable, find_runs, mean_std, rounds_to, summary
 
 LAYERS = ["w1", "w2"]
+SPREAD = {"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]}
 
 
-def _write_run(root, name, strategy, seed, alpha, accs, lr=0.05, status="finished"):
-    """A run folder as experiments.run writes it, with made-up numbers (no training)."""
+def _write_run(root, name, strategy, seed, alpha, accs, lr=0.05, status="finished", skip=-1):
+    """A run folder as experiments.run writes it, with made-up numbers (no training);
+    round ``skip`` had no replies (no client scopes), as when every reply was rejected."""
     d = root / name
     d.mkdir(parents=True)
     s = StrategyConfig(name=strategy, wsa_lambda=0.1 if strategy == "fedwsa" else 0.0)
@@ -27,7 +29,7 @@ def _write_run(root, name, strategy, seed, alpha, accs, lr=0.05, status="finishe
         return [[0.0, 0.1 + 0.01 * i], [0.0, 0.2]]
 
     recs = [{"round": i, "global": scope(i), "target": scope(i) if (strategy == "fedwsa" and i) else None,
-             **({"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]} if i else {})}
+             **(SPREAD if i not in (0, skip) else {})}
             for i in range(len(accs))]  # fmt: skip
     (d / "scopes.json").write_text(json.dumps({"layers": LAYERS, "rounds": recs}))
     return d
@@ -41,7 +43,7 @@ def sweep(tmp_path):
     }  # fmt: skip
     for (strategy, seed), a in accs.items():
         for alpha in (0.1, 0.5):
-            _write_run(tmp_path, f"{strategy}_{seed}_{alpha}", strategy, seed, alpha, a)
+            _write_run(tmp_path, f"{strategy}_{seed}_{alpha}", strategy, seed, alpha, a, skip=seed + 1)
     _write_run(tmp_path, "unfinished", "fedavg", 2, 0.1, [0.1], status="running")
     return tmp_path
 
