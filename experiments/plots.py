@@ -97,8 +97,8 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
         return
     layers = gs[0].runs[0].scopes["layers"]
     colors = _colors(sorted({g.label for g in gs}))
-    fig, axes = plt.subplots(2, len(layers), figsize=(2.3 * len(layers) + 0.6, 4.2), squeeze=False,
-                             constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(2, len(layers), figsize=(2.3 * len(layers) + 0.6, 4.6), squeeze=False,
+                             layout="constrained")  # fmt: skip
     for g in gs:
         rec = [r.scopes["rounds"] for r in g.runs]
         rounds = [int(x["round"]) for x in rec[0]]
@@ -116,9 +116,14 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
         axes[1][j].set_xlabel("round")
         for i in (0, 1):
             axes[i][j].grid(alpha=0.3)
+    for ax in axes.flat:  # a diverged run would flatten every other line
+        lo, hi = ax.dataLim.y0, ax.dataLim.y1
+        if lo > 0 and hi / lo > 50:
+            ax.set_yscale("log")
     axes[0][0].set_ylabel("global model sigma")
     axes[1][0].set_ylabel("client sigma spread (CV, %)")
-    axes[0][-1].legend(fontsize=7)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(4, len(labels)), fontsize=7)
     fig.suptitle(f"Weight scope per layer, Dirichlet alpha = {alpha:g} (mean +- std over seeds)")
     fig.savefig(path)
     plt.close(fig)
