@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -40,8 +41,6 @@ def _band(
     ax: Any, x: list[int], series: list[list[float]], color: str, label: str, scale: float = 1.0
 ) -> None:
     """Mean line with a +- std band over seeds (sample std)."""
-    import numpy as np
-
     a = scale * np.array(series, dtype=float)
     mean = a.mean(0)
     std = a.std(0, ddof=1) if len(a) > 1 else np.zeros_like(mean)
@@ -90,8 +89,6 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
     their mean (coefficient of variation, %): how far apart the clients' scopes drifted.
     FedWSA's target sigma is dashed in the top row.
     """
-    import numpy as np
-
     gs = [g for g in groups if g.alpha == alpha and g.runs[0].scopes]
     if not gs:
         return
@@ -118,7 +115,7 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
             axes[i][j].grid(alpha=0.3)
     for ax in axes.flat:  # a diverged run would flatten every other line
         lo, hi = ax.dataLim.y0, ax.dataLim.y1
-        if lo > 0 and hi / lo > 50:
+        if np.isfinite([lo, hi]).all() and lo > 0 and hi > 50 * lo:
             ax.set_yscale("log")
     axes[0][0].set_ylabel("global model sigma")
     axes[1][0].set_ylabel("client sigma spread (CV, %)")
