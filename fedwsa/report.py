@@ -17,6 +17,7 @@ from typing import Any
 VARYING = ("strategy.", "partition.alpha", "seed", "seeds.", "out_dir", "verbose", "client_cpus",
            "node_wait_s", "round_timeout_s", "federation.", "eval_batch_size")  # fmt: skip
 KNOBS = ("proximal_mu", "wsa_lambda", "distance", "fusion", "align_global", "scope_all")
+OWN_KNOB = {"fedprox": ("proximal_mu",), "fedwsa": ("wsa_lambda",)}
 
 
 class ReportError(ValueError):
@@ -91,10 +92,14 @@ def check_comparable(runs: list[Run]) -> None:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Label = strategy name, plus its knobs where they vary between runs of that strategy."""
+    """Label = strategy name, its own strength (mu, lambda), and any knob that varies."""
     for name in {r.config["strategy"]["name"] for r in runs}:
         same = [r for r in runs if r.config["strategy"]["name"] == name]
-        varying = [k for k in KNOBS if len({str(r.config["strategy"][k]) for r in same}) > 1]
+        varying = [
+            k
+            for k in KNOBS
+            if k in OWN_KNOB.get(name, ()) or len({str(r.config["strategy"][k]) for r in same}) > 1
+        ]
         for r in same:
             r.label = name + "".join(f", {k}={r.config['strategy'][k]}" for k in varying)
 

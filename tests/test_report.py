@@ -63,7 +63,7 @@ def test_report_table_figures_and_summary(sweep, capsys):
     table = (out / "results.md").read_text()
     # fedwsa final: 0.7, 0.9 -> 80.00 +- 14.14; best the same; fedavg final 0.6, 0.8 -> 70.00 +- 14.14
     # rounds to 0.65: fedwsa seed 0 at round 2, seed 1 at round 1 -> 1.5; fedavg only seed 1 (round 2)
-    assert "| fedwsa | 0.1 | 2 | 80.00 ± 14.14 | 80.00 ± 14.14 | 1.5 (2/2) | 3.0 |" in table
+    assert "| fedwsa, wsa_lambda=0.1 | 0.1 | 2 | 80.00 ± 14.14 | 80.00 ± 14.14 | 1.5 (2/2) | 3.0 |" in table
     assert "| fedavg | 0.5 | 2 | 70.00 ± 14.14 | 70.00 ± 14.14 | 2.0 (1/2) | 3.0 |" in table
     assert "within one seed std" in (out / "summary.md").read_text()
     for png in out.glob("*.png"):
