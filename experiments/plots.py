@@ -10,6 +10,7 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.dpi": 150})
 VARIANT_STYLE = {"plain": ("tab:gray", "without WSA"), "wsa": ("tab:red", "with WSA")}
@@ -49,24 +50,31 @@ def _band(
 
 
 def _colors(labels: list[str]) -> dict[str, str]:
+    """Blue FedAvg, green FedProx, red FedWSA; distinct colours where one strategy has
+    several labels in the same panel (a tuning sweep)."""
     base = {"fedavg": "tab:blue", "fedprox": "tab:green", "fedwsa": "tab:red"}
     extra = iter(["tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
-    return {lab: base.get(lab) or next(extra, "black") for lab in labels}
+    names = [lab.split(",")[0] for lab in labels]
+    return {
+        lab: base[n] if n in base and names.count(n) == 1 else next(extra, "black")
+        for lab, n in zip(labels, names, strict=True)
+    }
 
 
 def plot_accuracy(groups: list[Any], path: Path, evaluated_on: str = "test") -> None:
     """Accuracy vs round: one panel per alpha, one line per strategy, band = +- std over seeds."""
     alphas = sorted({g.alpha for g in groups})
-    colors = _colors(sorted({g.label for g in groups}))
     fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 2.7), sharey=True,
                              constrained_layout=True, squeeze=False)  # fmt: skip
     for ax, alpha in zip(axes[0], alphas, strict=True):
+        colors = _colors(sorted({g.label for g in groups if g.alpha == alpha}))
         for g in (g for g in groups if g.alpha == alpha):
             rounds = [int(r["round"]) for r in g.runs[0].rows]
             _band(
                 ax, rounds, [r.accuracy for r in g.runs], colors[g.label], f"{g.label} (n={len(g.runs)})", 100
             )
         ax.set_title(f"Dirichlet alpha = {alpha:g}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right")
@@ -114,6 +122,7 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
         for i in (0, 1):
             axes[i][j].grid(alpha=0.3)
     for ax in axes.flat:  # a diverged run would flatten every other line
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         lo, hi = ax.dataLim.y0, ax.dataLim.y1
         if np.isfinite([lo, hi]).all() and lo > 0 and hi > 50 * lo:
             ax.set_yscale("log")
