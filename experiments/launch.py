@@ -15,6 +15,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -52,8 +53,13 @@ def free_port() -> int:
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
-    """Environment for Flower processes: private FLWR_HOME, no telemetry, no installs."""
+    """Environment for Flower processes: private FLWR_HOME, no telemetry, no installs,
+    and this interpreter's ``bin`` first on PATH."""
     env = dict(os.environ)
+    # Flower's commands (flwr, flower-superlink, and what they start) live beside this
+    # Python: find them there even when the virtual environment is not activated.
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "")])
     env.update(
         FLWR_HOME=str(flwr_home),
         FLWR_TELEMETRY_ENABLED="0",

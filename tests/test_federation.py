@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,12 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
                 os.kill(fed["supernodes"]["2"], signal.SIGKILL)
             if "round   2/" in line and comeback is None:
                 node = [
-                    *("flower-supernode", "--insecure", "--superlink", fed["superlink"]),
+                    *(
+                        str(Path(sys.executable).parent / "flower-supernode"),
+                        "--insecure",
+                        "--superlink",
+                        fed["superlink"],
+                    ),
                     *("--port", str(free_port()), "--node-config", "partition-id=2 num-partitions=3"),
                 ]
                 comeback = subprocess.Popen(
