@@ -7,11 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
-from experiments.launch import free_port
+from experiments.launch import flower_env, free_port
 from tests.helpers import ROOT, flower_pids, metrics, run_entry, same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
@@ -52,7 +51,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={out}", "num_clients=3",
            "num_rounds=5", "round_timeout_s=20", "node_wait_s=60"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1")
+    env = flower_env(tmp_path / "home")  # as the launcher's own SuperNodes get it (PATH included)
     lines, comeback = [], None
     try:
         for line in proc.stdout:
@@ -62,12 +61,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
                 os.kill(fed["supernodes"]["2"], signal.SIGKILL)
             if "round   2/" in line and comeback is None:
                 node = [
-                    *(
-                        str(Path(sys.executable).parent / "flower-supernode"),
-                        "--insecure",
-                        "--superlink",
-                        fed["superlink"],
-                    ),
+                    *("flower-supernode", "--insecure", "--superlink", fed["superlink"]),
                     *("--port", str(free_port()), "--node-config", "partition-id=2 num-partitions=3"),
                 ]
                 comeback = subprocess.Popen(
