@@ -88,8 +88,3 @@ class RunLog:
         torch.save(state_dict, buf)
         atomic_write(self.out / "model.pt", buf.getvalue())
         self.write("finished")
-
-
-def load_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """Read a run's ``metrics.json``."""
-    return json.loads((Path(run_dir) / "metrics.json").read_text())
