@@ -72,8 +72,9 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
         if comeback is not None:
             comeback.kill()
             comeback.wait()
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # SIGTERM: the launcher then stops everything it started
+            proc.terminate()
+            proc.wait(timeout=60)
     rows, status = metrics(out)
     assert status == "finished"
     assert rows[2]["clients"] == [0, 1] and rows[2]["failed_clients"] == [2]  # lost in round 2
