@@ -45,6 +45,7 @@ class PartitionGrid(Grid):
         self.rng = np.random.default_rng(seed)
         self.node_of: dict[int, int] = {}  # partition id -> node id
         self.partition_of: dict[int, int] = {}  # node id -> partition id
+        self.asked: set[int] = set()  # node ids already asked for their partition id
         self.sampled: list[int] = []  # partition ids of the current round
         self.min_clients = min_clients
         self.validate = validate  # reason to reject a reply, or None
@@ -73,9 +74,10 @@ class PartitionGrid(Grid):
         """Ask ``nodes`` for their partition id; a node that comes back replaces its old id."""
         queries = [Message(RecordDict({CONFIG: ConfigRecord()}), dst_node_id=n,
                            message_type=MessageType.QUERY) for n in nodes]  # fmt: skip
+        self.asked.update(nodes)  # a node id is asked once: a restarted node gets a new id
         for reply in self._grid.send_and_receive(queries, timeout=self.wait_s):
             if reply.has_error():
-                continue  # gone again; asked next time it is seen
+                continue
             pid = int(reply.content[CONFIG][PARTITION_ID])  # type: ignore[arg-type]
             self.node_of[pid] = reply.metadata.src_node_id
         self.partition_of = {n: p for p, n in self.node_of.items()}
@@ -83,7 +85,7 @@ class PartitionGrid(Grid):
     def _online(self) -> set[int]:
         """Partition ids whose node is connected now (new nodes are asked who they are)."""
         nodes = set(self._grid.get_node_ids())
-        unknown = sorted(nodes - set(self.partition_of))
+        unknown = sorted(nodes - self.asked)
         if unknown:
             self._query(unknown)
         return {p for p, n in self.node_of.items() if n in nodes}
