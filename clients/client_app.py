@@ -11,6 +11,7 @@ from flwr.clientapp import ClientApp
 
 from fedwsa.client import local_round
 from fedwsa.config import ExperimentConfig
+from fedwsa.faults import inject
 from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
 
 app = ClientApp()
@@ -33,5 +34,7 @@ def train(msg: Message, context: Context) -> Message:
     settings = decode_train(msg.content[CONFIG])
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     new_state, reply = local_round(cfg, _partition_id(context), state, settings)
+    if cfg.test_fault:  # test-only: misbehave as told, to exercise the server's checks
+        new_state, reply = inject(cfg.test_fault, _partition_id(context), new_state, reply)
     content = RecordDict({ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply))})
     return Message(content, reply_to=msg)

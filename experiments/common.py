@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import signal
 import subprocess
@@ -19,6 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.launch import PROJECT_DIR, LaunchError
+from fedwsa import checkpoint
+from fedwsa.checkpoint import CheckpointError
 from fedwsa.client import experiment_data, partitions
 from fedwsa.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.data import DatasetUnavailable
@@ -53,6 +56,31 @@ def preflight_groups(argv: list[str]) -> None:
                 fail(f"{group}: unknown option {value!r}; allowed: {', '.join(allowed)}", 2)
 
 
+def preflight_dirs(argv: list[str]) -> None:
+    """An output folder that cannot be written: exit 2 before Hydra tries (its error is a
+    traceback)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir", "out_dir", "resume") and value:
+            if key == "resume" and value.lower() in ("true", "false"):
+                continue
+            problem = unwritable(Path(value).expanduser())
+            if problem:
+                fail(f"{key}: {problem}", 2)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` (a folder, existing or to be made) cannot be written, or None."""
+    p = path.resolve()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir():
+        return f"cannot create a folder under {p}: not a directory"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"cannot write to {p} (permission denied)"
+    return None
+
+
 def _known(cls: type, path: list[str]) -> bool:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if not path or path[0] not in fields:
@@ -79,10 +107,39 @@ def already_finished(exp: ExperimentConfig) -> bool:
     out = Path(exp.out_dir)
     try:
         done = json.loads((out / "metrics.json").read_text())["status"] == "finished"
-        same = json.loads((out / "config.json").read_text())["config"] == dataclasses.asdict(exp)
+        stored = from_dict(json.loads((out / "config.json").read_text())["config"])
     except (OSError, ValueError, KeyError):
         return False
-    return done and same
+    return done and stored.identity() == exp.identity()
+
+
+def check_resume(exp: ExperimentConfig) -> None:
+    """Before anything starts: what ``resume`` will continue from, or why it cannot.
+
+    Without ``resume``, an unfinished run's checkpoints in ``out_dir`` are never
+    overwritten silently: the run is refused.
+    """
+    files = sorted(checkpoint.folder(exp.out_dir).glob("round-*.ckpt"))
+    if not exp.resume:
+        if files:
+            raise ConfigError(
+                "resume",
+                f"{exp.out_dir} holds checkpoints of an unfinished run ({files[-1].name}); "
+                "pass resume=true to continue it, or choose another output folder",
+            )
+        return
+    ckpt, problems = checkpoint.load_latest(exp.out_dir, exp.identity())
+    for p in problems:
+        print(f"[fedwsa] warning: {p}", flush=True)
+    if ckpt is None and files:
+        raise CheckpointError(
+            f"no usable checkpoint in {checkpoint.folder(exp.out_dir)}; "
+            "remove that folder to start the run over"
+        )
+    if ckpt is None:
+        print(f"[fedwsa] resume: no checkpoint in {exp.out_dir}, starting at round 1", flush=True)
+    else:
+        print(f"[fedwsa] resume: continuing after round {ckpt.round} of {exp.num_rounds}", flush=True)
 
 
 def resolve(cfg: DictConfig) -> ExperimentConfig:
@@ -91,8 +148,10 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
         raw: Any = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(str(getattr(e, "full_key", "config") or "config"), str(e).splitlines()[0]) from e
+    if isinstance(raw, dict) and isinstance(raw.get("resume"), str):  # resume=<run folder>
+        raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
-    out = Path(exp.out_dir).resolve()
+    out = Path(exp.out_dir).expanduser().resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
     return dataclasses.replace(
         exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root))
@@ -103,7 +162,9 @@ def prepare(exp: ExperimentConfig) -> None:
     """Check the data and the split, and save config.json: everything that can be wrong in
     the input fails here, before any process starts."""
     out = Path(exp.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    problem = unwritable(out)
+    if problem:
+        raise ConfigError("out_dir", problem)
     ds = experiment_data(exp)
     partitions(exp)  # an impossible split fails now, not inside a client
     record = {
@@ -114,6 +175,7 @@ def prepare(exp: ExperimentConfig) -> None:
         "versions": {p: version(p) for p in ("flwr", "torch", "numpy", "hydra-core")},
         "command": sys.argv,
     }
+    out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(record, indent=1))
 
 
@@ -125,6 +187,7 @@ def execute(cfg: DictConfig, launch: Callable[[ExperimentConfig], None], what: s
         if already_finished(exp):
             print(f"[fedwsa] {exp.out_dir} already holds this finished run: skipped", flush=True)
             return
+        check_resume(exp)
         prepare(exp)
         print(f"[fedwsa] {exp.strategy.name} on {exp.dataset.name}, {exp.num_clients} clients, "
               f"{exp.num_rounds} rounds, {what} -> {exp.out_dir}", flush=True)  # fmt: skip
@@ -144,7 +207,9 @@ def report_errors() -> Iterator[None]:
         yield
     except (ConfigError, PartitionError) as e:
         fail(str(e), 2)
-    except (DatasetUnavailable, LaunchError, FileNotFoundError) as e:
+    except (DatasetUnavailable, LaunchError, CheckpointError) as e:
         fail(str(e), 1)
+    except OSError as e:  # a file or folder that cannot be read or written (disk full)
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1)
     except KeyboardInterrupt:
         fail("interrupted; every process this run started has been stopped", 130)

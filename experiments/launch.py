@@ -208,10 +208,16 @@ def submit(
     procs.append(proc)
     assert proc.stdout is not None
     with log.open("a", encoding="utf-8") as f:
+        logging = True
         for raw in proc.stdout:
             line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
-            f.write(line + "\n")
-            f.flush()
+            if logging:
+                try:
+                    f.write(line + "\n")
+                    f.flush()
+                except OSError as e:  # disk full: keep showing the run, stop logging it
+                    logging = False
+                    print(f"[fedwsa] cannot write {log} ({e.strerror}); no longer logging", flush=True)
             if verbose or _SHOW.search(line):
                 print(line, flush=True)
     return proc.wait()
@@ -220,9 +226,12 @@ def submit(
 def check_finished(out_dir: Path, log: Path, code: int) -> None:
     """Raise :class:`LaunchError` unless the ServerApp wrote a finished ``metrics.json``."""
     try:
-        status = json.loads((out_dir / "metrics.json").read_text())["status"]
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        status = metrics["status"]
     except (OSError, ValueError, KeyError):
-        status = "missing"
+        metrics, status = {}, "missing"
+    if status == "failed" and metrics.get("error"):
+        raise LaunchError(f"the run stopped: {metrics['error']} (see {log})")
     if code != 0 or status != "finished":
         error = last_error(log)
         why = f": {error}" if error else ""

@@ -11,7 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import execute, preflight_groups
+from experiments.common import execute, preflight_dirs, preflight_groups
 from experiments.launch import simulate
 
 
@@ -22,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     preflight_groups(sys.argv[1:])
+    preflight_dirs(sys.argv[1:])
     main()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedwsa.data import DATASETS
+from fedwsa.faults import parse_faults
 from fedwsa.models import MODELS, build_model
 from fedwsa.partition import PARTITIONS
 from fedwsa.wsa import DISTANCES, FUSIONS
@@ -113,6 +114,11 @@ class ExperimentConfig:
     min_fit_clients: int = 1
     node_wait_s: float = 120.0
     round_timeout_s: float = 3600.0
+    checkpoint_every: int = 1
+    resume: bool = False
+    max_failed_rounds: int = 3
+    update_clip: float = 0.0
+    test_fault: str = ""
     verbose: bool = False
     out_dir: str = ""
 
@@ -123,6 +129,11 @@ class ExperimentConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    def identity(self) -> str:
+        """The JSON that a checkpoint must match to be resumed: all but ``resume`` and
+        ``verbose``, which do not change results."""
+        return dataclasses.replace(self, resume=False, verbose=False).to_json()
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
@@ -192,7 +203,8 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         ("client_threads", c.client_threads), ("client_cpus", c.client_cpus),
         ("model.hidden", c.model.hidden), ("partition.labels_per_client", p.labels_per_client),
         ("partition.min_size", p.min_size), ("partition.max_retries", p.max_retries),
-        ("min_fit_clients", c.min_fit_clients),
+        ("min_fit_clients", c.min_fit_clients), ("checkpoint_every", c.checkpoint_every),
+        ("max_failed_rounds", c.max_failed_rounds),
     ]:  # fmt: skip
         _check(key, value >= 1, ">= 1", value)
     _check("fraction_train", 0 < c.fraction_train <= 1, "in (0, 1]", c.fraction_train)
@@ -206,6 +218,11 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
+    _check("update_clip", c.update_clip == 0 or c.update_clip >= 1, "0 (off) or >= 1", c.update_clip)
+    try:
+        parse_faults(c.test_fault)
+    except ValueError as e:
+        raise ConfigError("test_fault", str(e)) from None
     if c.min_fit_clients > c.sample_size:
         raise ConfigError(
             "min_fit_clients",

@@ -7,7 +7,10 @@ Files in the run's output directory:
 - ``metrics.csv``: the same rows;
 - ``scopes.json``: ``{"layers": [...], "rounds": [...]}`` with, per round, the global
   model's scope, the target scope (FedWSA) and the mean and std of the client scopes;
-- ``model.pt``: the final global ``state_dict``.
+- ``model.pt``: the final global ``state_dict``;
+- ``checkpoints/``: the server's checkpoints (see :mod:`fedwsa.checkpoint`).
+
+``status`` is ``running``, ``finished`` or ``failed`` (then ``error`` says why).
 """
 
 from __future__ import annotations
@@ -31,10 +34,15 @@ COLUMNS = (
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to ``path.tmp`` then rename, so readers never see a half-written file."""
+    """Write to ``path.tmp`` then rename, so readers never see a half-written file; on
+    failure (disk full) the old file stays as it was."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def scope_stats(scopes: Sequence[np.ndarray]) -> dict[str, list[float]]:
@@ -60,6 +68,17 @@ class RunLog:
         self.start = time.perf_counter()
         self._last = self.start
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (see :meth:`restore`)."""
+        return {"rows": self.rows, "scopes": self.scopes}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue after a checkpoint: its rows, and the clock where its last row ended."""
+        self.rows, self.scopes = list(state["rows"]), list(state["scopes"])
+        elapsed = float(self.rows[-1]["elapsed_s"]) if self.rows else 0.0
+        self._last = time.perf_counter()
+        self.start = self._last - elapsed
+
     def add_round(self, row: dict[str, Any], scopes: dict[str, Any]) -> dict[str, Any]:
         """Add a round (``row`` without the timing columns) and rewrite the files."""
         now = time.perf_counter()
@@ -72,8 +91,11 @@ class RunLog:
         self.write("running")
         return full
 
-    def write(self, status: str) -> None:
-        atomic_write(self.out / "metrics.json", json.dumps({"status": status, "rounds": self.rows}, indent=1))
+    def write(self, status: str, error: str | None = None) -> None:
+        doc: dict[str, Any] = {"status": status, "rounds": self.rows}
+        if error:
+            doc["error"] = error
+        atomic_write(self.out / "metrics.json", json.dumps(doc, indent=1))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()

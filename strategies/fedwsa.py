@@ -46,6 +46,13 @@ class FedWSA(FedAvg):
         self.align_global = align_global
         self.sent: dict[int, np.ndarray] = {}  # round -> target broadcast in that round
 
+    def state(self) -> dict[str, list[list[float]]]:
+        """What a checkpoint keeps: the target scope for the next round."""
+        return {"target": self.target.tolist()}
+
+    def restore(self, state: dict[str, list[list[float]]]) -> None:
+        self.target = np.asarray(state["target"], dtype=np.float64)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:

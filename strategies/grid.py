@@ -10,6 +10,7 @@ The strategy is built with ``min_train_nodes=1``; this grid enforces ``min_fit_c
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
 
@@ -51,6 +52,14 @@ class PartitionGrid(Grid):
         self.validate = validate  # reason to reject a reply, or None
         self.failed: list[int] = []  # sampled partition ids without a good reply, last round
         self._sample: list[int] | None = None
+
+    # --- checkpoint state -----------------------------------------------------------
+    def state(self) -> dict[str, str]:
+        """The sampler's generator, the only state later rounds depend on (JSON text)."""
+        return {"rng": json.dumps(self.rng.bit_generator.state)}
+
+    def restore(self, state: dict[str, str]) -> None:
+        self.rng.bit_generator.state = json.loads(state["rng"])
 
     # --- delegation -----------------------------------------------------------------
     def set_run(self, run):  # type: ignore[no-untyped-def]
@@ -132,8 +141,6 @@ class PartitionGrid(Grid):
         reason = self.validate(reply)
         if reason is None:
             return reply
-        pid = self.partition_of.get(reply.metadata.src_node_id, -1)
-        print(f"[fedwsa] rejected the reply of client {pid}: {reason}", flush=True)
         original = next(m for m in sent if m.metadata.dst_node_id == reply.metadata.src_node_id)
         return Message(Error(code=0, reason=f"rejected by the server: {reason}"), reply_to=original)
 
@@ -151,13 +158,23 @@ class PartitionGrid(Grid):
             return []
         replies = [self._checked(r, messages) for r in self._grid.send_and_receive(messages, timeout=timeout)]
         self._sample = None
+        for r in replies:
+            if r.has_error():
+                pid = self.partition_of.get(r.metadata.src_node_id, -1)
+                print(f"[fedwsa] client {pid} failed: {_reason(r)}", flush=True)
         good = [r for r in replies if not r.has_error()]
         answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in good}
         self.failed = [p for p in self.sampled if p not in answered]
         if self.failed:
-            print(f"[fedwsa] clients {self.failed} did not reply", flush=True)
+            print(f"[fedwsa] clients {self.failed} gave no usable reply this round", flush=True)
         if len(good) < self.min_clients:
             print(f"[fedwsa] only {len(good)} replies (< min_fit_clients={self.min_clients}): round skipped",
                   flush=True)  # fmt: skip
             replies = [r for r in replies if r.has_error()]
         return sorted(replies, key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))
+
+
+def _reason(reply: Message) -> str:
+    """An error reply's reason on one line, at most 300 characters."""
+    text = " ".join(str(reply.error.reason).split())
+    return text if len(text) <= 300 else text[:297] + "..."

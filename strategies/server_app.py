@@ -8,18 +8,23 @@ on the dataset's test split and a row is appended to ``metrics.json`` / ``metric
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any
 
+import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
+from fedwsa import checkpoint
+from fedwsa.checkpoint import Checkpoint
 from fedwsa.client import experiment_data, new_model
 from fedwsa.config import ExperimentConfig
 from fedwsa.results import RunLog, scope_stats
+from fedwsa.robust import clip_updates
 from fedwsa.train import evaluate
-from fedwsa.wire import RUN_CONFIG_KEY, TrainSettings, check_reply, decode_reply, encode_train
+from fedwsa.wire import ARRAYS, RUN_CONFIG_KEY, TrainSettings, check_reply, decode_reply, encode_train
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
@@ -107,29 +112,136 @@ def build_strategy(cfg: ExperimentConfig, recorder: Recorder) -> FedAvg:
     return FedAvg(**common)
 
 
+class RunFailed(RuntimeError):
+    """The run cannot go on (too many failed rounds, results not writable); one line."""
+
+
+def _clip(replies: list[Message], arrays: ArrayRecord, factor: float) -> list[Message]:
+    """Clip the good replies' updates to ``factor`` x the median update norm (in place)."""
+    good = [r for r in replies if not r.has_error()]
+    base = {k: v.numpy() for k, v in arrays.items()}
+    params = [{k: v.numpy() for k, v in r.content[ARRAYS].items()} for r in good]  # type: ignore[union-attr]
+    clipped, scales = clip_updates(params, base, factor)
+    for r, new, scale in zip(good, clipped, scales, strict=True):
+        if scale < 1.0:
+            r.content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in new.items()})
+    if any(x < 1.0 for x in scales):
+        print(f"[fedwsa] clipped updates, scales {[round(x, 3) for x in scales]}", flush=True)
+    return replies
+
+
+class Session:
+    """One run: the round loop, with checkpoints after rounds and resume from them.
+
+    Flower's ``Strategy.start`` numbers rounds from 1 on every call, so the loop is ours
+    (the same calls in the same order: configure_train, send_and_receive, aggregate_train,
+    central evaluation); that is what lets a resumed run continue at round ``r + 1``.
+    """
+
+    def __init__(self, grid: Grid, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.grid = PartitionGrid(
+            grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s, cfg.min_fit_clients
+        )
+        self.recorder = Recorder(cfg, self.grid)
+        self.grid.validate = self.recorder.check_reply
+        self.strategy = self.recorder.strategy = build_strategy(cfg, self.recorder)
+        self.arrays = ArrayRecord(self.recorder.model.state_dict())
+        self.done = 0  # rounds completed
+        self.failed_rounds = 0  # consecutive rounds without an aggregate
+        self.saved = 0  # last round checkpointed
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self) -> None:
+        state: dict[str, Any] = {"failed_rounds": self.failed_rounds}
+        if isinstance(self.strategy, FedWSA):
+            state.update(self.strategy.state())
+        ckpt = Checkpoint(
+            self.done, {k: v.clone() for k, v in self.arrays.to_torch_state_dict().items()},
+            self.cfg.identity(), state, self.grid.state(), self.recorder.log.state(),
+        )  # fmt: skip
+        checkpoint.save(self.cfg.out_dir, ckpt)
+        self.saved = self.done
+
+    def restore(self) -> bool:
+        """Continue from the newest good checkpoint; False when there is none."""
+        ckpt, problems = checkpoint.load_latest(self.cfg.out_dir, self.cfg.identity())
+        for p in problems:
+            print(f"[fedwsa] skipped a bad checkpoint: {p}", flush=True)
+        if ckpt is None:
+            return False
+        self.arrays = ArrayRecord(ckpt.params)
+        self.done = self.saved = ckpt.round
+        self.failed_rounds = int(ckpt.strategy.get("failed_rounds", 0))
+        if isinstance(self.strategy, FedWSA):
+            self.strategy.restore(ckpt.strategy)
+        self.grid.restore(ckpt.sampler)
+        self.recorder.log.restore(ckpt.log)
+        where = checkpoint.folder(self.cfg.out_dir)
+        print(f"[fedwsa] resumed after round {ckpt.round} from {where}", flush=True)
+        return True
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        if not (cfg.resume and self.restore()):
+            self.recorder.evaluate(0, self.arrays)
+        s = cfg.strategy
+        settings = TrainSettings(
+            server_round=0, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            momentum=cfg.momentum, weight_decay=cfg.weight_decay, proximal_mu=s.proximal_mu,
+            wsa_lambda=s.wsa_lambda, wsa_distance=s.distance, wsa_scope_all=s.scope_all,
+        )  # fmt: skip
+        train_config = ConfigRecord(encode_train(settings))
+        for rnd in range(self.done + 1, cfg.num_rounds + 1):
+            messages = self.strategy.configure_train(rnd, self.arrays, train_config, self.grid)
+            replies = list(self.grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
+            if cfg.update_clip:
+                replies = _clip(replies, self.arrays, cfg.update_clip)
+            new, _ = self.strategy.aggregate_train(rnd, replies)
+            if new is None:
+                self.failed_rounds += 1
+            else:
+                self.arrays, self.failed_rounds = new, 0
+            self.recorder.evaluate(rnd, self.arrays)
+            self.done = rnd
+            if self.failed_rounds >= cfg.max_failed_rounds:
+                raise RunFailed(
+                    f"{self.failed_rounds} rounds in a row without enough good replies "
+                    f"(max_failed_rounds={cfg.max_failed_rounds}); the clients' errors are in the log"
+                )
+            if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds:
+                self.save()
+        final = {k: torch.as_tensor(v) for k, v in self.arrays.to_torch_state_dict().items()}
+        self.recorder.log.finish(final)
+
+    def fail(self, error: str) -> None:
+        """Mark the results as failed (if they can still be written)."""
+        with suppress(OSError):
+            self.recorder.log.write("failed", error)
+
+
 def run(grid: Grid, cfg: ExperimentConfig) -> None:
     """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment)."""
-    pgrid = PartitionGrid(
-        grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s, cfg.min_fit_clients
-    )
-    recorder = Recorder(cfg, pgrid)
-    pgrid.validate = recorder.check_reply
-    strategy = recorder.strategy = build_strategy(cfg, recorder)
-    s = cfg.strategy
-    settings = TrainSettings(
-        server_round=0, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        momentum=cfg.momentum, weight_decay=cfg.weight_decay, proximal_mu=s.proximal_mu,
-        wsa_lambda=s.wsa_lambda, wsa_distance=s.distance, wsa_scope_all=s.scope_all,
-    )  # fmt: skip
-    result = strategy.start(
-        grid=pgrid,
-        initial_arrays=ArrayRecord(recorder.model.state_dict()),
-        num_rounds=cfg.num_rounds,
-        timeout=cfg.round_timeout_s,
-        train_config=ConfigRecord(encode_train(settings)),
-        evaluate_fn=recorder.evaluate,
-    )
-    recorder.log.finish({k: torch.as_tensor(v) for k, v in result.arrays.to_torch_state_dict().items()})
+    session = Session(grid, cfg)
+    try:
+        session.run()
+    except OSError as e:
+        what = f"{e.strerror or e} ({e.filename})" if e.filename else str(e.strerror or e)
+        kept = f"checkpoints up to round {session.saved} are intact: rerun with resume=true"
+        msg = (
+            f"cannot write the results in {cfg.out_dir}: {what}; {kept}"
+            if session.saved
+            else (f"cannot write the results in {cfg.out_dir}: {what}")
+        )
+        session.fail(msg)
+        raise RunFailed(msg) from e
+    except RunFailed as e:
+        session.fail(str(e))
+        raise
+    except TimeoutError as e:
+        session.fail(str(e))
+        raise RunFailed(str(e)) from e
     print(f"[fedwsa] finished: results in {cfg.out_dir}", flush=True)
 
 

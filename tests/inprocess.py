@@ -1,0 +1,46 @@
+"""Flower's Grid, in process: every node runs the real ClientApp handlers directly.
+
+The ServerApp's round loop (``strategies.server_app.run``) runs unchanged on it, so the
+reliability tests cover checkpoints, resume and faulty clients in seconds, without
+starting Flower. Like Flower, a ClientApp that raises becomes an error reply.
+"""
+
+from flwr.app import Context, Error, Message, MessageType, RecordDict
+
+from clients.client_app import query, train
+from fedwsa.config import ExperimentConfig
+from fedwsa.wire import ROUND
+
+
+class Crash(Exception):
+    """Stands for the server process dying in the middle of a round."""
+
+
+class LocalGrid:
+    def __init__(self, cfg: ExperimentConfig, crash_in_round: int | None = None) -> None:
+        self.cfg = cfg
+        self.nodes = {1000 + 7 * i: i for i in range(cfg.num_clients)}  # node id -> partition id
+        self.crash_in_round = crash_in_round
+
+    def get_node_ids(self):
+        return list(self.nodes)
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            node = m.metadata.dst_node_id
+            ctx = Context(
+                run_id=1, node_id=node, state=RecordDict(),
+                node_config={"partition-id": self.nodes[node], "num-partitions": self.cfg.num_clients},
+                run_config={"fedwsa-config": self.cfg.to_json()},
+            )  # fmt: skip
+            if m.metadata.message_type == MessageType.QUERY:
+                replies.append(query(m, ctx))
+                continue
+            if m.content["config"][ROUND] == self.crash_in_round:
+                raise Crash(f"killed in round {self.crash_in_round}")
+            try:
+                replies.append(train(m, ctx))
+            except Exception as e:  # as Flower does: the error travels back as a reply
+                replies.append(Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=m))
+        return replies[::-1]  # arrival order is not send order

@@ -1,0 +1,236 @@
+"""Checkpoints and resume, faulty clients, write failures: the real server loop on an
+in-process grid (tests/inprocess.py), digits, a few seconds in all."""
+
+import dataclasses
+import errno
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+
+from fedwsa import checkpoint
+from fedwsa.checkpoint import Checkpoint, CheckpointError
+from fedwsa.client import local_round, new_model
+from fedwsa.config import ExperimentConfig, StrategyConfig, validate
+from fedwsa.faults import KINDS
+from fedwsa.robust import clip_updates
+from fedwsa.wire import TrainSettings
+from fedwsa.wsa import model_scope, next_target, scoped_names
+from strategies.server_app import RunFailed, run
+from tests.inprocess import Crash, LocalGrid
+
+
+def _cfg(tmp_path, name, **kw):
+    base = dict(
+        num_clients=4, num_rounds=4, fraction_train=0.5, out_dir=str(tmp_path / name),
+        strategy=StrategyConfig(name="fedwsa", wsa_lambda=1.0),
+    )  # fmt: skip
+    return validate(ExperimentConfig(**{**base, **kw}))
+
+
+def _rows(cfg):
+    doc = json.loads((pathlib.Path(cfg.out_dir) / "metrics.json").read_text())
+    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in doc["rounds"]], doc
+
+
+def _model(cfg):
+    return torch.load(pathlib.Path(cfg.out_dir) / "model.pt", weights_only=True)
+
+
+# --- checkpoint files -----------------------------------------------------------------
+
+
+def _ckpt(r, config="c"):
+    return Checkpoint(r, {"w": torch.full((2,), float(r))}, config, {"target": [[0.0, 1.0]]}, {}, {"rows": []})
+
+
+def test_checkpoints_keep_two_and_fall_back_on_corruption(tmp_path):
+    for r in (1, 2, 3):
+        checkpoint.save(tmp_path, _ckpt(r))
+    files = sorted(p.name for p in checkpoint.folder(tmp_path).iterdir())
+    assert files == ["round-00002.ckpt", "round-00003.ckpt"]  # the newest two, no temporary files
+    ckpt, problems = checkpoint.load_latest(tmp_path, "c")
+    assert ckpt.round == 3 and problems == [] and ckpt.params["w"].tolist() == [3.0, 3.0]
+
+    newest = checkpoint.folder(tmp_path) / "round-00003.ckpt"
+    data = bytearray(newest.read_bytes())
+    data[-10] ^= 0xFF  # one flipped bit in the payload
+    newest.write_bytes(bytes(data))
+    ckpt, problems = checkpoint.load_latest(tmp_path, "c")
+    assert ckpt.round == 2 and len(problems) == 1 and "checksum" in problems[0]
+
+    older = checkpoint.folder(tmp_path) / "round-00002.ckpt"
+    older.write_bytes(older.read_bytes()[:100])  # truncated
+    ckpt, problems = checkpoint.load_latest(tmp_path, "c")
+    assert ckpt is None and len(problems) == 2
+
+    newest.write_bytes(b"something else\n")
+    with pytest.raises(CheckpointError, match="not a fedwsa checkpoint"):
+        checkpoint.decode(newest.read_bytes())
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    checkpoint.save(tmp_path, _ckpt(1, config="a"))
+    with pytest.raises(CheckpointError, match="other settings"):
+        checkpoint.load_latest(tmp_path, "b")
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    checkpoint.save(tmp_path, _ckpt(1))
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save(tmp_path, _ckpt(2))
+    assert [p.name for p in checkpoint.folder(tmp_path).iterdir()] == ["round-00001.ckpt"]
+    assert checkpoint.load_latest(tmp_path, "c")[0].round == 1
+
+
+# --- resume ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("crash_in", "every", "resumes_after"), [(3, 1, 2), (4, 2, 2)])
+def test_crash_mid_round_then_resume_gives_the_same_run(tmp_path, crash_in, every, resumes_after, capsys):
+    whole = _cfg(tmp_path, "whole", checkpoint_every=every)
+    run(LocalGrid(whole), whole)
+
+    cut = _cfg(tmp_path, "cut", checkpoint_every=every)
+    with pytest.raises(Crash):
+        run(LocalGrid(cut, crash_in_round=crash_in), cut)
+    assert _rows(cut)[1]["status"] == "running"
+    resumed = dataclasses.replace(cut, resume=True)
+    run(LocalGrid(resumed), resumed)
+    assert f"resumed after round {resumes_after}" in capsys.readouterr().out
+
+    assert _rows(resumed)[0] == _rows(whole)[0]  # every round's metrics, bit for bit
+    assert _rows(resumed)[1]["status"] == "finished"
+    a, b = _model(whole), _model(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    sampled = [r["clients"] for r in _rows(whole)[0][1:]]
+    assert len({tuple(c) for c in sampled}) > 1  # the sampler's state was restored, not restarted
+
+
+def test_resume_skips_a_corrupted_newest_checkpoint(tmp_path, capsys):
+    whole = _cfg(tmp_path, "whole")
+    run(LocalGrid(whole), whole)
+    cut = _cfg(tmp_path, "cut")
+    with pytest.raises(Crash):
+        run(LocalGrid(cut, crash_in_round=4), cut)
+    newest = checkpoint.folder(cut.out_dir) / "round-00003.ckpt"
+    newest.write_bytes(newest.read_bytes()[:-50])
+    resumed = dataclasses.replace(cut, resume=True)
+    run(LocalGrid(resumed), resumed)
+    out = capsys.readouterr().out
+    assert "truncated or corrupted" in out and "resumed after round 2" in out
+    assert _rows(resumed)[0] == _rows(whole)[0]
+
+
+def test_disk_full_stops_with_a_clear_error_and_resume_completes(tmp_path, monkeypatch):
+    whole = _cfg(tmp_path, "whole")
+    run(LocalGrid(whole), whole)
+    cut = _cfg(tmp_path, "cut")
+    real = pathlib.Path.write_bytes
+    writes = {"n": 0}
+
+    def filling(self, data):
+        if self.name == "metrics.json.tmp":
+            writes["n"] += 1
+            if writes["n"] >= 4:  # from round 3's row on, the disk is full
+                real(self, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, data)
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", filling)
+    with pytest.raises(RunFailed, match="No space left on device.*round 2 are intact: rerun with resume=true"):
+        run(LocalGrid(cut), cut)
+    monkeypatch.setattr(pathlib.Path, "write_bytes", real)
+    out = pathlib.Path(cut.out_dir)
+    assert not list(out.glob("*.tmp"))  # no half-written file left behind
+    rows, doc = _rows(cut)
+    assert [r["round"] for r in rows] == [0, 1, 2] and doc["status"] == "running"  # earlier rows kept
+    resumed = dataclasses.replace(cut, resume=True)
+    run(LocalGrid(resumed), resumed)
+    assert _rows(resumed)[0] == _rows(whole)[0]
+
+
+# --- faulty clients -------------------------------------------------------------------
+
+
+def _expected_round_one(cfg, good):
+    """FedAvg of the ``good`` clients' first round, and FedWSA's next target, by hand."""
+    model = new_model(cfg)
+    names = scoped_names(model)
+    start = model.state_dict()
+    settings = TrainSettings(
+        server_round=1, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, momentum=cfg.momentum,
+        wsa_lambda=cfg.strategy.wsa_lambda, target=model_scope(model, names),
+    )  # fmt: skip
+    results = [local_round(cfg, pid, start, settings) for pid in good]
+    n = np.array([r.num_examples for _, r in results], dtype=np.float64)
+    avg = {k: sum(s[k].double() * w for (s, _), w in zip(results, n / n.sum(), strict=True)) for k in start}
+    model.load_state_dict({k: v.float() for k, v in avg.items()})
+    target = next_target("mean", [r.scope for _, r in results], n.tolist(), model_scope(model, names))
+    return avg, target
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_faulty_client_never_reaches_the_global_model(tmp_path, kind, capsys):
+    cfg = _cfg(tmp_path, kind, num_clients=3, num_rounds=1, fraction_train=1.0, test_fault=f"1:{kind}")
+    run(LocalGrid(cfg), cfg)
+    rows, doc = _rows(cfg)
+    assert doc["status"] == "finished"
+    assert rows[1]["clients"] == [0, 2] and rows[1]["failed_clients"] == [1] and rows[1]["num_failures"] == 1
+    assert "client 1 failed" in capsys.readouterr().out
+    avg, target = _expected_round_one(cfg, good=[0, 2])
+    got = _model(cfg)
+    for k in avg:
+        np.testing.assert_allclose(got[k].double(), avg[k], rtol=1e-5, atol=1e-6)
+    ckpt, _ = checkpoint.load_latest(cfg.out_dir)
+    np.testing.assert_allclose(ckpt.strategy["target"], target, rtol=1e-5)
+
+
+def test_too_many_failed_rounds_stop_the_run(tmp_path):
+    cfg = _cfg(tmp_path, "allfail", num_rounds=6, max_failed_rounds=2, test_fault="all:raise")
+    with pytest.raises(RunFailed, match=r"2 rounds in a row .*max_failed_rounds=2"):
+        run(LocalGrid(cfg), cfg)
+    rows, doc = _rows(cfg)
+    assert doc["status"] == "failed" and "max_failed_rounds" in doc["error"]
+    assert [r["num_replies"] for r in rows] == [None, 0, 0]
+    start = new_model(cfg).state_dict()
+    assert all(torch.equal(start[k], v) for k, v in checkpoint.load_latest(cfg.out_dir)[0].params.items())
+
+
+def test_round_with_fewer_than_min_fit_clients_is_skipped(tmp_path):
+    cfg = _cfg(tmp_path, "few", num_clients=3, num_rounds=2, fraction_train=1.0, min_fit_clients=3,
+               test_fault="0:raise")  # fmt: skip
+    run(LocalGrid(cfg), cfg)  # two skipped rounds < max_failed_rounds=3: the run goes on
+    rows, doc = _rows(cfg)
+    assert doc["status"] == "finished" and [r["num_replies"] for r in rows[1:]] == [0, 0]
+    assert rows[1]["failed_clients"] == [0]  # the two good replies were not enough, so unused
+    assert rows[0]["test_accuracy"] == rows[1]["test_accuracy"] == rows[2]["test_accuracy"]
+
+
+# --- outlier clipping -----------------------------------------------------------------
+
+
+def test_clip_updates_by_hand():
+    base = {"w": np.zeros(2, np.float32), "n": np.array([5])}
+    clients = [{"w": np.array([3.0, 4.0], np.float32), "n": np.array([7])},
+               {"w": np.array([0.0, 1.0], np.float32), "n": np.array([7])},
+               {"w": np.array([0.0, 2.0], np.float32), "n": np.array([7])}]  # fmt: skip
+    out, scales = clip_updates(clients, base, factor=1.5)
+    # norms 5, 1, 2; median 2; limit 3: the first update is scaled by 3/5
+    assert scales == [pytest.approx(0.6), 1.0, 1.0]
+    np.testing.assert_allclose(out[0]["w"], [1.8, 2.4], rtol=1e-6)
+    assert out[0]["n"].tolist() == [7] and out[1] is clients[1]
+
+
+def test_clipping_in_the_loop_runs(tmp_path, capsys):
+    cfg = _cfg(tmp_path, "clip", num_rounds=2, update_clip=1.0, fraction_train=1.0)
+    run(LocalGrid(cfg), cfg)
+    assert "clipped updates" in capsys.readouterr().out  # factor 1: everything above the median
+    assert _rows(cfg)[1]["status"] == "finished"
