@@ -11,7 +11,7 @@ from flwr.clientapp import ClientApp
 
 from fedwsa.client import local_round
 from fedwsa.config import ExperimentConfig
-from fedwsa.faults import inject
+from fedwsa.faults import inject, test_delay
 from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
 
 app = ClientApp()
@@ -32,6 +32,7 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global parameters in ``msg``."""
     cfg = ExperimentConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
     settings = decode_train(msg.content[CONFIG])
+    test_delay()
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     new_state, reply = local_round(cfg, _partition_id(context), state, settings)
     if cfg.test_fault:  # test-only: misbehave as told, to exercise the server's checks

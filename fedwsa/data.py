@@ -30,6 +30,7 @@ _NORM = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 _TORCHVISION = {"fmnist": "FashionMNIST", "mnist": "MNIST", "cifar10": "CIFAR10", "cifar100": "CIFAR100"}
+_FOLDER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # else the class name
 _NUM_CLASSES = {"digits": 10, "fmnist": 10, "mnist": 10, "cifar10": 10, "cifar100": 100}
 
 
@@ -122,16 +123,21 @@ def _torchvision(name: str, root: Path, download: bool) -> Dataset:
         tr = cls(str(root), train=True, download=download)
         te = cls(str(root), train=False, download=download)
     except Exception as e:
-        where = root / cls.__name__ if name in ("fmnist", "mnist") else root
+        where = root / _FOLDER.get(name, cls.__name__)
         hint = " (or `apt-get install dataset-fashion-mnist`)" if name == "fmnist" else ""
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        if where.is_dir() and any(where.rglob("*")):  # there, but unreadable
+            raise DatasetUnavailable(
+                f"dataset {name!r}: the files under {where} do not read ({detail}); they may be "
+                f"truncated or corrupted: delete them and copy or download them again{hint}"
+            ) from e
         then = (
             "the download failed (no internet?)" if download
             else "dataset.download=false; set it to true on a machine with internet access"
         )  # fmt: skip
-        detail = str(e).splitlines()[0] if str(e) else ""
         raise DatasetUnavailable(
             f"dataset {name!r}: torchvision's {cls.__name__} files are not under {where} and {then} "
-            f"({type(e).__name__}: {detail}). Copy the files there{hint}, or set dataset.root."
+            f"({detail}). Copy the files there{hint}, or set dataset.root."
         ) from e
     return Dataset(
         name, _images(tr.data, name), _labels(tr.targets), _images(te.data, name),
@@ -150,11 +156,16 @@ def load_dataset(name: str, root: str = "data", download: bool = True) -> Datase
         ds = _torchvision(name, Path(root).expanduser(), download)
     else:
         raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return check_labels(ds)
+
+
+def check_labels(ds: Dataset) -> Dataset:
+    """``ds``, or :class:`DatasetUnavailable` when its labels do not fit ``num_classes``."""
     for split, y in (("train", ds.y_train), ("test", ds.y_test)):
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= ds.num_classes):
             raise DatasetUnavailable(
-                f"dataset {name!r}: {split} labels span [{int(y.min())}, {int(y.max())}], "
-                f"outside [0, {ds.num_classes - 1}]"
+                f"dataset {ds.name!r}: {split} labels span [{int(y.min())}, {int(y.max())}], "
+                f"outside [0, {ds.num_classes - 1}] for its {ds.num_classes} classes"
             )
     return ds
 

@@ -8,6 +8,8 @@ Each kind breaks one thing the server must catch (see ``fedwsa.wire.check_reply`
 from __future__ import annotations
 
 import dataclasses
+import os
+import time
 
 import numpy as np
 import torch
@@ -19,6 +21,18 @@ KINDS: tuple[str, ...] = (
     "raise", "nan_params", "inf_params", "wrong_shape", "missing_param", "extra_param",
     "zero_examples", "negative_examples", "nan_scope", "scope_layers",
 )  # fmt: skip
+
+
+DELAY_ENV = "FEDWSA_TEST_CLIENT_DELAY_S"
+
+
+def test_delay() -> None:
+    """TEST ONLY: sleep ``$FEDWSA_TEST_CLIENT_DELAY_S`` seconds before training, so a test
+    can kill a run in the middle of a round. An environment variable, not a config key,
+    because it must not change the experiment (a resumed run must match the config)."""
+    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
+    if delay > 0:
+        time.sleep(delay)
 
 
 class InjectedFault(RuntimeError):

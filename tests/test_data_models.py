@@ -1,5 +1,6 @@
 """Datasets (embedded digits, idx reader, offline errors) and model shapes."""
 
+import dataclasses
 import gzip
 import struct
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedwsa.data import DEBIAN_FMNIST, DatasetUnavailable, load_dataset, read_idx
+from fedwsa.data import DEBIAN_FMNIST, DatasetUnavailable, check_labels, load_dataset, read_idx
 from fedwsa.models import build_model
 
 
@@ -66,3 +67,27 @@ def test_niid_bench_cnn_sizes():
     assert sizes == [(6, 1, 5, 5), (16, 6, 5, 5), (120, 256), (84, 120), (10, 84)]
     with pytest.raises(ValueError):
         build_model("vgg", (1, 28, 28), 10)
+
+
+def test_labels_outside_num_classes_are_refused():
+    ds = load_dataset("digits")
+    bad = dataclasses.replace(ds, y_test=ds.y_test.clone().fill_(12))
+    with pytest.raises(DatasetUnavailable, match=r"test labels span \[12, 12\], outside \[0, 9\]"):
+        check_labels(bad)
+    assert check_labels(ds) is ds
+
+
+def test_corrupted_torchvision_files_are_a_clear_error(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (raw / name).write_bytes(b"\x00\x00\x08\x03junk")
+    with pytest.raises(DatasetUnavailable, match="dataset 'mnist'"):
+        load_dataset("mnist", str(tmp_path), False)
+    cifar = tmp_path / "cifar-10-batches-py"
+    cifar.mkdir()
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        (cifar / name).write_bytes(b"not a pickle")
+    with pytest.raises(DatasetUnavailable, match="dataset 'cifar10'"):
+        load_dataset("cifar10", str(tmp_path), False)

@@ -10,17 +10,21 @@ import time
 import psutil
 import pytest
 
-from tests.helpers import ROOT, flower_pids, metrics, run_entry, same_metrics
+from fedwsa import checkpoint
+from fedwsa.checkpoint import Checkpoint
+from fedwsa.faults import DELAY_ENV
+from tests.helpers import ROOT, SMALL, flower_pids, metrics, run_entry, same_metrics
 
 pytestmark = pytest.mark.slow
 
 
-def _check_outputs(out, stdout, strategy, sampled):
+def _check_outputs(out, stdout, strategy, sampled, failed=()):
     rows, status = metrics(out)
     assert status == "finished"
     assert [r["round"] for r in rows] == [0, 1, 2]
     assert rows[-1]["test_accuracy"] > 0.25  # chance is 0.1
-    assert all(r["num_replies"] == len(r["clients"]) == sampled for r in rows[1:])
+    assert all(r["num_replies"] == len(r["clients"]) == sampled - len(failed) for r in rows[1:])
+    assert all(r["failed_clients"] == list(failed) for r in rows[1:])
     assert "round   2/2" in stdout and str(out) in stdout
     for f in ("metrics.csv", "scopes.json", "model.pt", "config.json"):
         assert (out / f).exists(), f
@@ -30,19 +34,22 @@ def _check_outputs(out, stdout, strategy, sampled):
     assert json.loads((out / "config.json").read_text())["config"]["strategy"]["name"] == strategy
 
 
-@pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
-def test_strategy_runs_on_digits(tmp_path, strategy):
+@pytest.mark.parametrize(("strategy", "fault"), [("fedavg", "raise"), ("fedprox", "nan_params")])
+def test_strategy_runs_on_digits_despite_a_faulty_client(tmp_path, strategy, fault):
+    """Client 1 raises (or sends NaN) in every round, in Flower's real Simulation Engine."""
     before = flower_pids()
-    out, stdout = run_entry(tmp_path, strategy, f"strategy={strategy}")
-    _check_outputs(out, stdout, strategy, sampled=3)
+    out, stdout = run_entry(tmp_path, strategy, f"strategy={strategy}", f"test_fault=1:{fault}")
+    _check_outputs(out, stdout, strategy, sampled=3, failed=[1])
+    why = "injected fault" if fault == "raise" else "holds NaN or Inf"
+    assert "client 1 failed" in stdout and why in stdout, stdout
     assert flower_pids() <= before  # nothing left running
 
 
-def test_fedwsa_runs_and_same_seed_gives_same_metrics(tmp_path, fedwsa_run):
+def test_fedwsa_runs(fedwsa_run):
+    """Same seed, same metrics: the resumed run below and the loopback federation
+    (test_federation.py) must both match this run to the bit."""
     out, stdout = fedwsa_run
     _check_outputs(out, stdout, "fedwsa", sampled=2)  # int(3 * 0.67) = 2 sampled per round
-    again, _ = run_entry(tmp_path, "again", "strategy=fedwsa", "fraction_train=0.67")
-    assert same_metrics(again, out)
 
 
 def test_bad_config_is_one_line_exit_2():
@@ -53,6 +60,76 @@ def test_bad_config_is_one_line_exit_2():
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
         assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_sigkill_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path, fedwsa_run):
+    """The launcher and every Flower process die at once in round 2 (clients held 5 s in
+    it by a test-only delay); ``resume=true`` finishes with the fixture's exact metrics."""
+    before = flower_pids()
+    out = tmp_path / "killed"
+    args = [f"hydra.run.dir={out}", *SMALL, "strategy=fedwsa", "fraction_train=0.67"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, DELAY_ENV: "5"}, start_new_session=True,
+    )  # fmt: skip
+    for line in proc.stdout:
+        if "round   1/2" in line:
+            break
+    time.sleep(1.0)  # round 2's clients are asleep now
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        p.kill()
+    proc.wait(timeout=30)
+    for pid in flower_pids() - before:  # anything the tree had handed off
+        psutil.Process(pid).kill()
+    rows, status = metrics(out)
+    assert status == "running" and [r["round"] for r in rows] == [0, 1]
+    assert (out / "checkpoints" / "round-00001.ckpt").exists()
+
+    _, stdout = run_entry(tmp_path, "killed", "strategy=fedwsa", "fraction_train=0.67", "resume=true")
+    assert "continuing after round 1 of 2" in stdout and "resumed after round 1" in stdout
+    assert same_metrics(out, fedwsa_run[0])
+    assert flower_pids() <= before
+
+
+@pytest.mark.parametrize(
+    ("case", "code", "message"),
+    [
+        ("file_as_dir", 2, "hydra.run.dir: cannot create a folder under"),
+        ("unfinished", 2, "resume: "),
+        ("corrupt", 1, "no usable checkpoint"),
+        ("other_run", 1, "belongs to a run with other settings"),
+        ("bad_fault", 2, "test_fault: "),
+        ("corrupt_data", 1, "may be truncated or corrupted"),
+    ],
+)  # fmt: skip
+def test_bad_outputs_checkpoints_and_data_are_one_line_errors(tmp_path, case, code, message):
+    out = tmp_path / "run"
+    ckpts = out / "checkpoints"
+    args = [f"hydra.run.dir={out}"]
+    if case == "file_as_dir":
+        (tmp_path / "a_file").write_text("")
+        args = [f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"]
+    elif case in ("unfinished", "corrupt"):
+        ckpts.mkdir(parents=True)
+        (ckpts / "round-00002.ckpt").write_bytes(b"fedwsa-checkpoint 1 0000\nbroken")
+        args += ["resume=true"] if case == "corrupt" else []
+    elif case == "other_run":
+        checkpoint.save(out, Checkpoint(1, {}, "{}", {}, {}, {}))
+        args += ["resume=true"]
+    elif case == "bad_fault":
+        args += ["test_fault=1:explode"]
+    elif case == "corrupt_data":
+        (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+        (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03")
+        args += ["dataset=mnist", f"dataset.root={tmp_path}", "dataset.download=false"]
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    if case in ("unfinished", "corrupt"):
+        assert (ckpts / "round-00002.ckpt").exists()  # nothing written is lost
 
 
 def test_ctrl_c_stops_every_process(tmp_path):

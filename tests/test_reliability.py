@@ -43,7 +43,8 @@ def _model(cfg):
 
 
 def _ckpt(r, config="c"):
-    return Checkpoint(r, {"w": torch.full((2,), float(r))}, config, {"target": [[0.0, 1.0]]}, {}, {"rows": []})
+    params = {"w": torch.full((2,), float(r))}
+    return Checkpoint(r, params, config, {"target": [[0.0, 1.0]]}, {}, {"rows": []})
 
 
 def test_checkpoints_keep_two_and_fall_back_on_corruption(tmp_path):
@@ -145,7 +146,9 @@ def test_disk_full_stops_with_a_clear_error_and_resume_completes(tmp_path, monke
         return real(self, data)
 
     monkeypatch.setattr(pathlib.Path, "write_bytes", filling)
-    with pytest.raises(RunFailed, match="No space left on device.*round 2 are intact: rerun with resume=true"):
+    with pytest.raises(
+        RunFailed, match=r"No space left on device.*round 2 are intact: rerun with resume=true"
+    ):
         run(LocalGrid(cut), cut)
     monkeypatch.setattr(pathlib.Path, "write_bytes", real)
     out = pathlib.Path(cut.out_dir)
