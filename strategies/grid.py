@@ -175,6 +175,10 @@ class PartitionGrid(Grid):
 
 
 def _reason(reply: Message) -> str:
-    """An error reply's reason on one line, at most 300 characters."""
-    text = " ".join(str(reply.error.reason).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    """An error reply's reason on one line: the exception's own message where Flower wraps
+    it (``... Message: <text>``), at most 200 characters."""
+    text = str(reply.error.reason)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    text = " ".join(text.replace("\\n", " ").split()).rstrip("'>")
+    return text if len(text) <= 200 else text[:197] + "..."
