@@ -1,21 +1,21 @@
 """Regularizers handed to :func:`fedwsa.train.train`: FedProx's proximal term and WSA.
 
-A regularizer is a function ``model -> scalar tensor`` added to the task loss at every
-step. :func:`make_regularizer` builds the one a client needs from the server's settings;
-every setting at 0 returns ``None``, which is plain FedAvg training.
+A regularizer is a term added to the task loss at every step; training applies its
+gradient in one fused pass after the task loss's backward (see :class:`Regularizer`).
+:func:`make_regularizer` builds the one a client needs from the server's settings; every
+setting at 0 returns ``None``, which is plain FedAvg training.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedwsa.wsa import wsa_penalty
-
-Regularizer = Callable[[nn.Module], Tensor]
+from fedwsa.wsa import EPS, wsa_penalty
 
 
 def proximal_term(params: Sequence[Tensor], anchor: Sequence[Tensor], mu: float) -> Tensor:
@@ -31,22 +31,108 @@ def proximal_term(params: Sequence[Tensor], anchor: Sequence[Tensor], mu: float)
     return 0.5 * mu * total
 
 
+class Regularizer:
+    """A term added to the task loss. Two equivalent ways to apply it:
+
+    - ``reg(model)``: the term as a differentiable scalar (autograd; the reference);
+    - ``reg.add_grad(model)``: after ``loss.backward()`` on the task loss, add the term's
+      gradient to every ``p.grad`` in one fused pass, from its closed form, like weight
+      decay. This is what training uses (``fedwsa.train.train(fused=True)``).
+    """
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        raise NotImplementedError
+
+    def add_grad(self, model: nn.Module) -> None:
+        raise NotImplementedError
+
+
+def _grad(p: Tensor) -> Tensor:
+    if p.grad is None:
+        p.grad = torch.zeros_like(p)
+    return p.grad
+
+
+class Proximal(Regularizer):
+    r"""FedProx, anchored at the model's parameters when built; gradient :math:`\mu (w - w^t)`."""
+
+    def __init__(self, model: nn.Module, mu: float) -> None:
+        self.anchor = [p.detach().clone() for p in model.parameters()]
+        self.mu = mu
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        return proximal_term(list(model.parameters()), self.anchor, self.mu)
+
+    @torch.no_grad()
+    def add_grad(self, model: nn.Module) -> None:
+        for p, p0 in zip(model.parameters(), self.anchor, strict=True):
+            _grad(p).add_(p - p0, alpha=self.mu)
+
+
+class WSA(Regularizer):
+    r"""WSA: :math:`\lambda \sum_l D(N(\mu_l,\sigma_l^2)\|N(\mu^*_l,\sigma^{*2}_l))`.
+
+    Fused gradient of one layer with ``n`` weights, from :math:`\partial\mu/\partial w_i =
+    1/n` and :math:`\partial\sigma/\partial w_i = (w_i-\mu)/(n\sigma)`:
+
+    .. math:: \frac{\partial D}{\partial w_i} = \frac{1}{n}\frac{\partial D}{\partial\mu}
+              + \frac{\partial D}{\partial\sigma}\,\frac{w_i-\mu}{n\sigma}
+
+    with, for KL, :math:`\partial D/\partial\mu = (\mu-\mu^*)/\sigma^{*2}` and
+    :math:`\partial D/\partial\sigma = \sigma/\sigma^{*2} - 1/\sigma`; for W2,
+    :math:`2(\mu-\mu^*)` and :math:`2(\sigma-\sigma^*)`.
+    """
+
+    def __init__(self, target: np.ndarray, names: Sequence[str], lam: float, distance: str) -> None:
+        self.target_t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
+        self.targets = [(float(m), float(s)) for m, s in np.asarray(target, dtype=np.float64).reshape(-1, 2)]
+        self.names, self.lam, self.distance = list(names), lam, distance
+        if distance not in ("kl", "w2"):
+            raise ValueError(f"unknown distance {distance!r}")
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        params = dict(model.named_parameters())
+        return self.lam * wsa_penalty([params[n] for n in self.names], self.target_t, self.distance)
+
+    @torch.no_grad()
+    def add_grad(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        if len(self.names) != len(self.targets):
+            raise ValueError(f"{len(self.names)} scoped tensors but a target scope of {len(self.targets)}")
+        for name, (mu_t, sigma_t) in zip(self.names, self.targets, strict=True):
+            w = params[name]
+            var, mean = torch.var_mean(w, correction=0)
+            mu, sigma = float(mean), math.sqrt(float(var) + EPS)
+            if self.distance == "kl":
+                d_mu, d_sigma = (mu - mu_t) / sigma_t**2, sigma / sigma_t**2 - 1.0 / sigma
+            else:
+                d_mu, d_sigma = 2.0 * (mu - mu_t), 2.0 * (sigma - sigma_t)
+            n = w.numel()
+            c1 = self.lam * d_sigma / (n * sigma)  # coefficient of w_i
+            c0 = self.lam * d_mu / n - c1 * mu  # constant
+            _grad(w).add_(w, alpha=c1).add_(c0)
+
+
+class Sum(Regularizer):
+    def __init__(self, terms: Sequence[Regularizer]) -> None:
+        self.terms = list(terms)
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        return sum((t(model) for t in self.terms), torch.zeros(()))
+
+    def add_grad(self, model: nn.Module) -> None:
+        for t in self.terms:
+            t.add_grad(model)
+
+
 def make_proximal(model: nn.Module, mu: float) -> Regularizer:
     """Proximal regularizer anchored at the model's parameters at the time of the call."""
-    anchor = [p.detach().clone() for p in model.parameters()]
-    return lambda m: proximal_term(list(m.parameters()), anchor, mu)
+    return Proximal(model, mu)
 
 
 def make_wsa(target: np.ndarray, names: Sequence[str], lam: float, distance: str) -> Regularizer:
-    r"""WSA regularizer :math:`\lambda \sum_l D(N(\mu_l,\sigma_l^2)\|N(\mu^*_l,\sigma^{*2}_l))`."""
-    target_t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
-    names = list(names)
-
-    def regularizer(model: nn.Module) -> Tensor:
-        params = dict(model.named_parameters())
-        return lam * wsa_penalty([params[n] for n in names], target_t, distance)
-
-    return regularizer
+    """WSA regularizer toward ``target`` (see :class:`WSA`)."""
+    return WSA(target, names, lam, distance)
 
 
 def make_regularizer(
@@ -72,6 +158,4 @@ def make_regularizer(
         terms.append(make_wsa(target, names, wsa_lambda, distance))
     if not terms:
         return None
-    if len(terms) == 1:
-        return terms[0]
-    return lambda m: sum((t(m) for t in terms), torch.zeros(()))
+    return terms[0] if len(terms) == 1 else Sum(terms)

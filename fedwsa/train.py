@@ -47,10 +47,14 @@ def train(
     weight_decay: float = 0.0,
     regularizer: Regularizer | None = None,
     generator: torch.Generator | None = None,
+    fused: bool = True,
 ) -> TrainResult:
-    """Train ``model`` in place with SGD: ``loss = cross_entropy + regularizer(model)``.
+    """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
-    ``regularizer=None`` is plain training (FedAvg's local step).
+    ``regularizer=None`` is plain training (FedAvg's local step). ``fused`` adds the
+    regularizer's gradient in closed form after the task loss's backward (the default,
+    as cheap as weight decay); ``fused=False`` differentiates ``regularizer(model)`` with
+    autograd (the reference; equal up to float rounding).
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
@@ -59,8 +63,12 @@ def train(
         for xb, yb in batches(x, y, batch_size, generator):
             opt.zero_grad(set_to_none=True)
             task = F.cross_entropy(model(xb), yb)
-            loss = task if regularizer is None else task + regularizer(model)
-            loss.backward()
+            if regularizer is None or fused:
+                task.backward()
+                if regularizer is not None:
+                    regularizer.add_grad(model)
+            else:
+                (task + regularizer(model)).backward()
             opt.step()
             total += task.item() * yb.shape[0]
             seen += yb.shape[0]

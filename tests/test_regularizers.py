@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedwsa.models import MLP
+from fedwsa.models import MLP, build_model
 from fedwsa.regularizers import make_regularizer, make_wsa, proximal_term
 from fedwsa.train import train
 from fedwsa.wsa import model_scope, scoped_names
@@ -89,3 +89,67 @@ def test_prox_and_wsa_add_up():
     assert both(model).item() == pytest.approx(wsa(model).item() + 0.05 * n * 0.01, rel=1e-5)
     with pytest.raises(ValueError):
         make_regularizer(model, wsa_lambda=1.0, target=None, names=names)
+
+
+class _Layer(torch.nn.Module):
+    def __init__(self, w):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w))
+
+
+@pytest.mark.parametrize(
+    ("distance", "expected"),
+    [
+        # w = [1, 2, 3, 4]: mu = 2.5, sigma = sqrt(1.25); target (0, 1)
+        # KL: dD/dmu = 2.5, dD/dsigma = sigma - 1/sigma = 0.2236068;
+        #     grad_i = 2.5 / 4 + 0.2236068 (w_i - 2.5) / (4 sigma) = 0.625 + 0.05 (w_i - 2.5)
+        ("kl", [0.55, 0.60, 0.65, 0.70]),
+        # W2: dD/dmu = 5, dD/dsigma = 2 (sigma - 1) = 0.2360680;
+        #     grad_i = 5 / 4 + 0.2360680 (w_i - 2.5) / (4 sigma) = 1.25 + 0.0527864 (w_i - 2.5)
+        ("w2", [1.1708204, 1.2236068, 1.2763932, 1.3291796]),
+    ],
+)
+def test_fused_wsa_gradient_by_hand(distance, expected):
+    layer = _Layer([1.0, 2.0, 3.0, 4.0])
+    make_wsa(np.array([[0.0, 1.0]]), ["w"], 1.0, distance).add_grad(layer)
+    np.testing.assert_allclose(layer.w.grad.numpy(), expected, rtol=1e-6)
+
+
+def _grads(model, fn):
+    for p in model.parameters():
+        p.grad = None
+    fn()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("distance", ["kl", "w2"])
+def test_fused_gradient_equals_autograd(distance):
+    torch.manual_seed(1)
+    model = build_model("cnn", (1, 28, 28), 10)
+    names = scoped_names(model)
+    target = model_scope(model, names) * np.array([[0.5, 1.7]])  # away from the current scope
+    anchor = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # away from the proximal anchor too
+    reg = make_regularizer(
+        anchor, proximal_mu=0.3, wsa_lambda=2.0, target=target, names=names, distance=distance
+    )
+    reference = _grads(model, lambda: reg(model).backward())
+    fused = _grads(model, lambda: reg.add_grad(model))
+    for a, b in zip(reference, fused, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-7)
+
+
+def test_fused_and_autograd_training_agree():
+    model, x, y = _setup()
+    names = scoped_names(model)
+    target = model_scope(model, names) * 1.5
+    out = {}
+    for fused in (True, False):
+        m = copy.deepcopy(model)
+        reg = make_regularizer(m, proximal_mu=0.1, wsa_lambda=0.5, target=target, names=names)
+        train(m, x, y, epochs=3, lr=0.05, batch_size=10, momentum=0.9, regularizer=reg, fused=fused)
+        out[fused] = [p.detach() for p in m.parameters()]
+    for a, b in zip(out[True], out[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # float rounding only

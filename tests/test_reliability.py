@@ -237,3 +237,15 @@ def test_clipping_in_the_loop_runs(tmp_path, capsys):
     run(LocalGrid(cfg), cfg)
     assert "clipped updates" in capsys.readouterr().out  # factor 1: everything above the median
     assert _rows(cfg)[1]["status"] == "finished"
+
+
+def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):
+    """experiments.bench overhead compares against this loop: it must compute the same run."""
+    from experiments.bench import plain_federation
+
+    cfg = _cfg(tmp_path, "plain", num_clients=3, num_rounds=2, fraction_train=1.0,
+               strategy=StrategyConfig(name="fedavg"))  # fmt: skip
+    run(LocalGrid(cfg), cfg)
+    plain = plain_federation(cfg, workers=2)
+    assert [r["test_accuracy"] for r in plain["rows"]] == [r["test_accuracy"] for r in _rows(cfg)[0][1:]]
+    assert [r["test_loss"] for r in plain["rows"]] == [r["test_loss"] for r in _rows(cfg)[0][1:]]

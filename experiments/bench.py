@@ -1,0 +1,395 @@
+"""Performance benchmarks: ``python -m experiments.bench <name> [options]``.
+
+Each prints a table and writes JSON (``--out``, default ``docs/bench/<name>.json``).
+Variants are interleaved within one invocation and repeated; medians and ratios are
+reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
+
+- ``overhead``: the same federated workload through fedwsa's Flower simulation and
+  through a plain PyTorch loop (``plain_federation`` below) that does the same local
+  training, averaging and evaluation and nothing else; wall time per round and ratio.
+- ``step``: one local SGD step with plain cross-entropy, FedProx and WSA (kl, w2), fused
+  and autograd, on the NIID-Bench CNN and the VGG-style model (random input).
+- ``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
+  processes together, time per round, time to start.
+- ``startup``: time from the command to the first round, and from the last round to exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+from experiments.launch import PROJECT_DIR
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": psutil.cpu_count(logical=True),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_at_start": [round(x, 2) for x in psutil.getloadavg()],
+    }
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    out += ["| " + " | ".join(fmt(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def save(name: str, result: dict[str, Any], out: str | None) -> None:
+    path = Path(out) if out else PROJECT_DIR / "docs" / "bench" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
+              "machine": machine(), **result}  # fmt: skip
+    path.write_text(json.dumps(result, indent=1))
+    print(f"written to {path}")
+
+
+class Watch:
+    """Samples, every ``period`` s, the memory of a process and all its descendants.
+
+    ``pss``: proportional set size (shared pages split between the processes sharing
+    them), the honest "memory of all processes together"; ``rss`` counts shared pages once
+    per process and so over-states it."""
+
+    def __init__(self, pid: int, period: float = 0.5) -> None:
+        self.pid, self.period = pid, period
+        self.peak_pss = self.peak_rss = 0
+        self.peak_procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                return
+            pss = rss = 0
+            for p in procs:
+                try:
+                    info = p.memory_full_info()
+                    pss += info.pss
+                    rss += info.rss
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self.peak_procs = max(self.peak_procs, len(procs))
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def run_cli(args: list[str], out: Path, watch: bool = False) -> dict[str, Any]:
+    """Run ``python -m experiments.run`` with ``args``; timestamps of its progress lines."""
+    cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={out}", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    w = Watch(proc.pid) if watch else None
+    marks: dict[str, float] = {}
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        now = time.perf_counter() - t0
+        lines.append(line)
+        if m := re.search(r"\[fedwsa\] round\s+(\d+)/", line):
+            marks[f"round_{int(m.group(1))}"] = now
+        elif "[fedwsa] finished" in line:
+            marks["finished"] = now
+        elif "Flower Simulation Engine ->" in line:
+            marks["prepared"] = now
+    code = proc.wait()
+    marks["exit"] = time.perf_counter() - t0
+    if w:
+        w.stop()
+    if code != 0:
+        raise SystemExit(f"benchmark run failed ({code}):\n{''.join(lines[-20:])}")
+    rows = json.loads((out / "metrics.json").read_text())["rounds"]
+    result = {"marks": marks, "rows": rows}
+    if w:
+        result.update(
+            peak_pss_mb=w.peak_pss / 2**20, peak_rss_mb=w.peak_rss / 2**20, peak_processes=w.peak_procs
+        )
+    return result
+
+
+# --- overhead -----------------------------------------------------------------------------
+
+OVERHEAD_ARGS = [
+    "dataset=fmnist", "num_clients=10", "partition.alpha=0.5", "epochs=1", "num_rounds=5",
+    "batch_size=64", "lr=0.01", "momentum=0.9", "weight_decay=1e-5", "strategy=fedavg",
+    "client_cpus=1", "client_threads=1",
+]  # fmt: skip
+
+
+def _overhead_cfg(seed: int) -> Any:
+    """The experiment the CLI builds from ``OVERHEAD_ARGS`` (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.common import CONF_DIR, resolve
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", [*OVERHEAD_ARGS, f"seed={seed}", "out_dir=unused"])
+    return resolve(cfg)
+
+
+_CFG: Any = None
+
+
+def _client(job: tuple[int, int, dict[str, np.ndarray]]) -> tuple[int, dict[str, np.ndarray], int]:
+    from fedwsa.client import local_round
+    from fedwsa.wire import TrainSettings
+
+    rnd, pid, state = job
+    c = _CFG
+    settings = TrainSettings(server_round=rnd, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
+                             momentum=c.momentum, weight_decay=c.weight_decay)  # fmt: skip
+    new, reply = local_round(c, pid, {k: torch.from_numpy(v) for k, v in state.items()}, settings)
+    return pid, {k: v.numpy() for k, v in new.items()}, reply.num_examples
+
+
+def _init_worker(cfg: Any) -> None:
+    global _CFG
+    _CFG = cfg
+    torch.set_num_threads(cfg.client_threads)
+
+
+def plain_federation(cfg: Any, workers: int) -> dict[str, Any]:
+    """FedAvg with nothing but PyTorch and a process pool: ``workers`` processes with
+    ``client_threads`` torch threads each (the layout of the simulation's Ray actors), the
+    same local training (``fedwsa.client.local_round``: same data, seeds, batches), the
+    same weighted average in partition order (Flower's arithmetic) and the same central
+    evaluation."""
+    from fedwsa.client import experiment_data, new_model, partitions
+    from fedwsa.train import evaluate
+
+    t0 = time.perf_counter()
+    data = experiment_data(cfg)
+    partitions(cfg)  # loaded before the fork: the workers share it
+    model = new_model(cfg)
+    state = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    rows, marks = [], {}
+    ctx = mp.get_context("fork")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        marks["start"] = time.perf_counter() - t0
+        for rnd in range(1, cfg.num_rounds + 1):
+            t = time.perf_counter()
+            replies = sorted(
+                pool.map(_client, [(rnd, pid, state) for pid in range(cfg.num_clients)], chunksize=1)
+            )
+            total = float(sum(n for _, _, n in replies))
+            agg: dict[str, np.ndarray] = {}
+            for _, params, n in replies:
+                for k, v in params.items():
+                    agg[k] = v * (n / total) if k not in agg else agg[k] + v * (n / total)
+            state = agg
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            torch.set_num_threads(1)
+            loss, acc = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
+            rows.append({"round": rnd, "test_accuracy": acc, "test_loss": loss,
+                         "round_time_s": time.perf_counter() - t})  # fmt: skip
+    marks["total"] = time.perf_counter() - t0
+    return {"rows": rows, "marks": marks}
+
+
+def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = _overhead_cfg(args.seed)
+    runs: dict[str, list[dict[str, Any]]] = {"fedwsa": [], "plain": []}
+    with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
+        for rep in range(args.repeat):
+            for variant in ("fedwsa", "plain") if rep % 2 == 0 else ("plain", "fedwsa"):
+                if variant == "fedwsa":
+                    r = run_cli([*OVERHEAD_ARGS, f"seed={args.seed}"], Path(tmp) / f"sim{rep}")
+                    r["rows"] = r["rows"][1:]  # round 0 is the initial model
+                else:
+                    r = plain_federation(cfg, workers=args.workers)
+                runs[variant].append(r)
+                times = [row["round_time_s"] for row in r["rows"]]
+                print(f"rep {rep} {variant:>6}: rounds {[round(x, 2) for x in times]} s, "
+                      f"final accuracy {r['rows'][-1]['test_accuracy']:.4f}", flush=True)  # fmt: skip
+    summary = []
+    for variant, rs in runs.items():
+        per_round = [median([row["round_time_s"] for row in r["rows"]]) for r in rs]
+        steady = [median([row["round_time_s"] for row in r["rows"][1:]]) for r in rs]
+        summary.append({
+            "variant": variant, "median_round_s": median(per_round), "median_round_2_to_5_s": median(steady),
+            "round_1_s": median([r["rows"][0]["round_time_s"] for r in rs]),
+            "final_accuracy": rs[0]["rows"][-1]["test_accuracy"],
+            "same_accuracy_every_rep": len({r["rows"][-1]["test_accuracy"] for r in rs}) == 1,
+        })  # fmt: skip
+    ratio = summary[0]["median_round_s"] / summary[1]["median_round_s"]
+    steady_ratio = summary[0]["median_round_2_to_5_s"] / summary[1]["median_round_2_to_5_s"]
+    print(table(summary, list(summary[0])))
+    print(f"ratio fedwsa / plain, median round: {ratio:.3f}; rounds 2-5: {steady_ratio:.3f}")
+    pairs = zip(runs["fedwsa"][0]["rows"], runs["plain"][0]["rows"], strict=True)
+    same = [a["test_accuracy"] == b["test_accuracy"] for a, b in pairs]
+    print(f"per-round accuracy identical: {all(same)}")
+    return {"settings": OVERHEAD_ARGS, "workers": args.workers, "summary": summary, "ratio": ratio,
+            "ratio_rounds_2_to_5": steady_ratio, "accuracy_identical": all(same), "runs": runs}  # fmt: skip
+
+
+# --- step ---------------------------------------------------------------------------------
+
+
+def _step(model: Any, opt: Any, x: Any, y: Any, reg: Any, fused: bool) -> None:
+    """One SGD step, as ``fedwsa.train.train`` takes it."""
+    opt.zero_grad(set_to_none=True)
+    task = F.cross_entropy(model(x), y)
+    if reg is None or fused:
+        task.backward()
+        if reg is not None:
+            reg.add_grad(model)
+    else:
+        (task + reg(model)).backward()
+    opt.step()
+
+
+def bench_step(args: argparse.Namespace) -> dict[str, Any]:
+    from fedwsa.models import build_model
+    from fedwsa.regularizers import make_regularizer
+    from fedwsa.wsa import model_scope, scoped_names
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for model_name, shape in (("cnn", (1, 28, 28)), ("vgg", (3, 32, 32))):
+        torch.manual_seed(0)
+        model = build_model(model_name, shape, 10)
+        names = scoped_names(model)
+        target = model_scope(model, names) * np.array([[1.0, 1.2]])
+        x, y = torch.randn(args.batch, *shape), torch.randint(0, 10, (args.batch,))
+        wsa = {"wsa_lambda": 1.0, "target": target, "names": names}
+        variants: dict[str, tuple[Any, bool]] = {
+            "plain": (None, True),
+            "fedprox": (make_regularizer(model, proximal_mu=0.01), True),
+            "wsa_kl": (make_regularizer(model, **wsa), True),
+            "wsa_w2": (make_regularizer(model, **wsa, distance="w2"), True),
+            "fedprox_autograd": (make_regularizer(model, proximal_mu=0.01), False),
+            "wsa_kl_autograd": (make_regularizer(model, **wsa), False),
+        }  # fmt: skip
+        opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-5)
+        step = functools.partial(_step, model, opt, x, y)
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(3):  # warm-up
+            for reg, fused in variants.values():
+                step(reg, fused)
+        for _ in range(args.repeat):
+            for name, (reg, fused) in variants.items():
+                t = time.perf_counter()
+                for _ in range(args.steps):
+                    step(reg, fused)
+                times[name].append((time.perf_counter() - t) / args.steps)
+        plain = median(times["plain"])
+        for name, ts in times.items():
+            rows.append({"model": model_name, "variant": name, "median_step_ms": 1000 * median(ts),
+                         "ratio_to_plain": median(ts) / plain})  # fmt: skip
+    print(table(rows, ["model", "variant", "median_step_ms", "ratio_to_plain"]))
+    return {"threads": args.threads, "batch": args.batch, "steps_per_sample": args.steps,
+            "repeat": args.repeat, "rows": rows}  # fmt: skip
+
+
+# --- scale and startup ----------------------------------------------------------------------
+
+
+def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
+        for n in args.clients:
+            part = ["partition=dirichlet", "partition.alpha=0.5", "partition.min_size=10"]
+            if n > 1000:  # Dirichlet(0.5) leaves clients empty at 6 samples each: see PERFORMANCE.md
+                part = ["partition=iid"]
+            sweep = [
+                "dataset=fmnist",
+                f"num_clients={n}",
+                f"fraction_train={10 / n}",
+                f"num_rounds={args.rounds}",
+            ]
+            common = ["epochs=1", "batch_size=64", "lr=0.01", "strategy=fedavg"]
+            r = run_cli([*sweep, *common, *part], Path(tmp) / f"scale{n}", watch=True)
+            times = [row["round_time_s"] for row in r["rows"][1:]]
+            m = r["marks"]
+            rows.append({
+                "clients": n, "partition": part[0].split("=")[1], "peak_pss_mb": r["peak_pss_mb"],
+                "peak_rss_mb": r["peak_rss_mb"], "processes": r["peak_processes"],
+                "to_round_0_s": m.get("round_0"), "round_1_s": times[0],
+                "median_round_2_on_s": median(times[1:]), "total_s": m["exit"],
+            })  # fmt: skip
+            print(table(rows[-1:], list(rows[-1])), flush=True)
+    print(table(rows, list(rows[0])))
+    return {"rounds": args.rounds, "rows": rows}
+
+
+def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
+    reps = []
+    with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
+        for rep in range(args.repeat):
+            r = run_cli([], Path(tmp) / f"default{rep}")
+            m = r["marks"]
+            last = max(k for k in m if k.startswith("round_"))
+            reps.append({
+                "prepared_s": m["prepared"], "to_round_0_s": m["round_0"],
+                "to_round_1_end_s": m["round_1"], "last_round_to_exit_s": m["exit"] - m[last],
+                "finished_to_exit_s": m["exit"] - m["finished"], "total_s": m["exit"],
+            })  # fmt: skip
+            print(reps[-1], flush=True)
+    summary = {k: median([r[k] for r in reps]) for k in reps[0]}
+    print(table([summary], list(summary)))
+    return {"repeat": args.repeat, "reps": reps, "median": summary}
+
+
+BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "overhead": bench_overhead, "step": bench_step, "scale": bench_scale, "startup": bench_startup,
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m experiments.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("name", choices=sorted(BENCHMARKS))
+    p.add_argument("--repeat", type=int, default=3, help="repetitions (interleaved where there are variants)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="overhead: processes of the plain loop")
+    p.add_argument("--threads", type=int, default=1, help="step: torch threads")
+    p.add_argument("--batch", type=int, default=64, help="step: batch size")
+    p.add_argument("--steps", type=int, default=20, help="step: steps per timing sample")
+    p.add_argument("--clients", type=int, nargs="+", default=[100, 1000, 10000], help="scale: client counts")
+    p.add_argument("--rounds", type=int, default=4, help="scale: rounds per run")
+    p.add_argument("--out", default=None, help="JSON file (default docs/bench/<name>.json)")
+    args = p.parse_args(argv)
+    save(args.name, BENCHMARKS[args.name](args), args.out)
+
+
+if __name__ == "__main__":
+    main()
