@@ -2,12 +2,18 @@
 
     python -m experiments.benchmark_compare                 # the settings below
     python -m experiments.benchmark_compare --rounds 20 --tune-rounds 10 --seeds 0,1,2,3,4
+    python -m experiments.benchmark_compare --options   # WSA's other knobs, on validation
 
 1. Tune FedWSA's lambda and FedProx's mu on a validation split (10% of train, held out;
    the test split is never looked at), one seed, for each alpha.
 2. Pick, per alpha, the value with the best final validation accuracy (by code, below).
 3. Run FedAvg, FedProx(mu*) and FedWSA(lambda*) with several seeds, evaluated on test.
 4. Write the report (table, figures, summary) and ``choice.json`` with what was chosen.
+
+``--options`` instead sweeps FedWSA's other knobs one at a time from the default
+(kl, mean fusion, no alignment, lambda 1), with the tuning setting, on validation:
+distance w2 (its own lambda grid: W2 is in weight units, so lambda 1 is far weaker than
+for KL), fusion mixture and global, align_global on.
 
 Setting (NIID-Bench's, with fewer rounds and 1 local epoch to fit a laptop): 10 clients,
 all sampled, NIID-Bench CNN, batch 64, SGD lr 0.01, momentum 0.9, weight decay 1e-5.
@@ -57,7 +63,11 @@ def main() -> None:
     p.add_argument("--tune-rounds", type=int, default=5)
     p.add_argument("--lambdas", default="1,10,100,1000")
     p.add_argument("--mus", default="0.001,0.01,0.1,1")
+    p.add_argument("--options", action="store_true", help="sweep distance/fusion/align_global only")
     a = p.parse_args()
+    if a.options:
+        options(a)
+        return
     tune = [f"num_rounds={a.tune_rounds}", "validation=0.1", "seed=0", f"partition.alpha={a.alphas}"]
     sweep(a.out / "tune_wsa", "strategy=fedwsa", f"strategy.wsa_lambda={a.lambdas}", *tune)
     sweep(a.out / "tune_prox", "strategy=fedprox", f"strategy.proximal_mu={a.mus}", *tune)
@@ -72,6 +82,17 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "experiments.report", str(a.out / "compare")], check=True)
     for name in ("tune_wsa", "tune_prox"):
         subprocess.run([sys.executable, "-m", "experiments.report", str(a.out / name)], check=True)
+
+
+def options(a: argparse.Namespace) -> None:
+    out = a.out / "tune_wsa_options"
+    tune = [f"num_rounds={a.tune_rounds}", "validation=0.1", "seed=0", f"partition.alpha={a.alphas}",
+            "strategy=fedwsa", "client_cpus=2"]  # fmt: skip
+    sweep(out, *tune, "strategy.wsa_lambda=1", "strategy.distance=kl")
+    sweep(out, *tune, "strategy.distance=w2", "strategy.wsa_lambda=1,100,10000")
+    sweep(out, *tune, "strategy.wsa_lambda=1", "strategy.fusion=mixture,global")
+    sweep(out, *tune, "strategy.wsa_lambda=1", "strategy.align_global=true")
+    subprocess.run([sys.executable, "-m", "experiments.report", str(out)], check=True)
 
 
 if __name__ == "__main__":

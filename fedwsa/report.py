@@ -15,7 +15,9 @@ from typing import Any
 # Keys that may differ between the runs of one report: what a sweep varies (strategy and
 # its knobs, alpha, seeds) and settings that do not change the experiment.
 VARYING = ("strategy.", "partition.alpha", "seed", "seeds.", "out_dir", "verbose", "client_cpus",
-           "node_wait_s", "round_timeout_s", "federation.", "eval_batch_size")  # fmt: skip
+           "node_wait_s", "round_timeout_s", "federation.", "eval_batch_size", "resume",
+           "checkpoint_every", "max_failed_rounds", "update_clip")  # fmt: skip
+SERVER_KNOBS = ("update_clip",)  # server-side options, labelled when they vary
 KNOBS = ("proximal_mu", "wsa_lambda", "distance", "fusion", "align_global", "scope_all")
 OWN_KNOB = {"fedprox": ("proximal_mu",), "fedwsa": ("wsa_lambda",)}
 
@@ -100,8 +102,10 @@ def label_runs(runs: list[Run]) -> None:
             for k in KNOBS
             if k in OWN_KNOB.get(name, ()) or len({str(r.config["strategy"][k]) for r in same}) > 1
         ]
+        server = [k for k in SERVER_KNOBS if len({str(r.config.get(k)) for r in runs}) > 1]
         for r in same:
             r.label = name + "".join(f", {k}={r.config['strategy'][k]}" for k in varying)
+            r.label += "".join(f", {k}={r.config.get(k)}" for k in server)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

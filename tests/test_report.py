@@ -6,7 +6,7 @@ import pytest
 
 from experiments.report import main as report_main
 from fedwsa.config import ExperimentConfig, StrategyConfig
-from fedwsa.report import ReportError, check_comparable, find_runs, mean_std, rounds_to, summary
+from fedwsa.report import ReportError, check_comparable, find_runs, label_runs, mean_std, rounds_to, summary
 
 LAYERS = ["w1", "w2"]
 SPREAD = {"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]}
@@ -85,3 +85,15 @@ def test_summary_verdicts():
         {"strategy": "b", "alpha": 0.1, "seeds": 3, "final_mean": 0.75, "final_std": 0.01},
     ]
     assert "a clear difference" in summary(stats)[0] and "5.00 pp" in summary(stats)[0]
+
+
+def test_server_knob_that_varies_is_labelled(tmp_path):
+    _write_run(tmp_path, "a", "fedavg", 0, 0.5, [0.1, 0.5])
+    _write_run(tmp_path, "b", "fedavg", 0, 0.5, [0.1, 0.6])
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    cfg["config"]["update_clip"] = 2.0
+    (tmp_path / "b" / "config.json").write_text(json.dumps(cfg))
+    runs, _ = find_runs([tmp_path])
+    check_comparable(runs)
+    label_runs(runs)
+    assert sorted(r.label for r in runs) == ["fedavg, update_clip=0.0", "fedavg, update_clip=2.0"]
