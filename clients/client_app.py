@@ -17,7 +17,10 @@ from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, d
 app = ClientApp()
 
 
-def _partition_id(context: Context) -> int:
+def _partition_id(context: Context, msg: Message | None = None) -> int:
+    """The partition the server assigned in the message (simulation), else the node's own."""
+    if msg is not None and PARTITION_ID in msg.content[CONFIG]:  # type: ignore[operator]
+        return int(msg.content[CONFIG][PARTITION_ID])  # type: ignore[arg-type,index]
     return int(context.node_config[PARTITION_ID])
 
 
@@ -34,8 +37,9 @@ def train(msg: Message, context: Context) -> Message:
     settings = decode_train(msg.content[CONFIG])
     test_delay()
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
-    new_state, reply = local_round(cfg, _partition_id(context), state, settings)
+    pid = _partition_id(context, msg)
+    new_state, reply = local_round(cfg, pid, state, settings)
     if cfg.test_fault:  # test-only: misbehave as told, to exercise the server's checks
-        new_state, reply = inject(cfg.test_fault, _partition_id(context), new_state, reply)
+        new_state, reply = inject(cfg.test_fault, pid, new_state, reply)
     content = RecordDict({ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply))})
     return Message(content, reply_to=msg)

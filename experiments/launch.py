@@ -26,7 +26,7 @@ from pathlib import Path
 import psutil
 
 from fedwsa.config import ExperimentConfig
-from fedwsa.wire import RUN_CONFIG_KEY
+from fedwsa.wire import ENGINE_KEY, RUN_CONFIG_KEY
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 _SHOW = re.compile(r"\[fedwsa\]|ERROR|Error|Exception|Traceback")
@@ -188,9 +188,10 @@ def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path |
     (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def write_run_config(cfg: ExperimentConfig, path: Path) -> Path:
-    """The TOML file for ``flwr run --run-config``: the experiment JSON as one string."""
-    path.write_text(f"{RUN_CONFIG_KEY} = {json.dumps(cfg.to_json())}\n")
+def write_run_config(cfg: ExperimentConfig, path: Path, engine: str = "deployment") -> Path:
+    """The TOML file for ``flwr run --run-config``: the experiment JSON as one string, and
+    which engine runs it (the simulation assigns partitions to its virtual nodes)."""
+    path.write_text(f"{RUN_CONFIG_KEY} = {json.dumps(cfg.to_json())}\n{ENGINE_KEY} = {json.dumps(engine)}\n")
     return path
 
 
@@ -248,8 +249,8 @@ def simulate(cfg: ExperimentConfig) -> None:
         write_connection(Path(home), "fedwsa-sim", f"127.0.0.1:{port}")
         fed = f"num-supernodes={cfg.num_clients} client-resources-num-cpus={cfg.client_cpus}"
         log = out / "flower.log"
-        code = submit(procs, env, "fedwsa-sim", write_run_config(cfg, out / "run_config.toml"), log,
-                      federation_config=fed, verbose=cfg.verbose)  # fmt: skip
+        run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
+        code = submit(procs, env, "fedwsa-sim", run_config, log, federation_config=fed, verbose=cfg.verbose)
         check_finished(out, log, code)
 
 

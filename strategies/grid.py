@@ -6,6 +6,12 @@ clients train. :class:`PartitionGrid` asks every node once for its ``partition-i
 sample of partition ids; the strategy (``fraction_train=1``) sends to all it sees.
 Replies come back sorted by partition id, so aggregation sums in a fixed order.
 The strategy is built with ``min_train_nodes=1``; this grid enforces ``min_fit_clients``.
+
+In Flower's simulation the SuperNodes are virtual and every one can load any partition,
+so with ``assign=True`` no node is asked: partition ``p`` is played by the ``p``-th
+smallest node id and each train message names its partition. The same clients train on
+the same data as when asked, without a query round whose cost grows with the number
+of nodes (10,000 virtual clients would need 10,000 query messages before round 1).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
@@ -38,8 +45,10 @@ class PartitionGrid(Grid):
         wait_s: float = 120.0,
         min_clients: int = 1,
         validate: Callable[[Message], str | None] | None = None,
+        assign: bool = False,
     ) -> None:
         self._grid = grid
+        self.assign = assign
         self.num_partitions = num_partitions
         self.sample_size = sample_size
         self.wait_s = wait_s
@@ -94,6 +103,11 @@ class PartitionGrid(Grid):
     def _online(self) -> set[int]:
         """Partition ids whose node is connected now (new nodes are asked who they are)."""
         nodes = set(self._grid.get_node_ids())
+        if self.assign:
+            if not self.node_of and len(nodes) >= self.num_partitions:
+                self.node_of = dict(enumerate(sorted(nodes)[: self.num_partitions]))
+                self.partition_of = {n: p for p, n in self.node_of.items()}
+            return {p for p, n in self.node_of.items() if n in nodes}
         unknown = sorted(nodes - self.asked)
         if unknown:
             self._query(unknown)
@@ -134,6 +148,14 @@ class PartitionGrid(Grid):
             self._sample = [self.node_of[p] for p in self.sampled]
         return list(self._sample)
 
+    def _named(self, m: Message) -> Message:
+        """A copy of train message ``m`` whose config names the partition to train on."""
+        content = RecordDict(dict(m.content.items()))
+        config: dict[str, Any] = dict(m.content[CONFIG]) if CONFIG in m.content else {}
+        content[CONFIG] = ConfigRecord({**config, PARTITION_ID: self.partition_of[m.metadata.dst_node_id]})
+        return Message(content, dst_node_id=m.metadata.dst_node_id, message_type=m.metadata.message_type,
+                       group_id=m.metadata.group_id)  # fmt: skip
+
     def _checked(self, reply: Message, sent: list[Message]) -> Message:
         """``reply``, or an error reply in its place when ``validate`` rejects it."""
         if reply.has_error() or self.validate is None:
@@ -156,6 +178,8 @@ class PartitionGrid(Grid):
         messages = list(messages)
         if not messages:
             return []
+        if self.assign:
+            messages = [self._named(m) for m in messages]
         replies = [self._checked(r, messages) for r in self._grid.send_and_receive(messages, timeout=timeout)]
         self._sample = None
         for r in replies:

@@ -24,7 +24,15 @@ from fedwsa.config import ExperimentConfig
 from fedwsa.results import RunLog, scope_stats
 from fedwsa.robust import clip_updates
 from fedwsa.train import evaluate
-from fedwsa.wire import ARRAYS, RUN_CONFIG_KEY, TrainSettings, check_reply, decode_reply, encode_train
+from fedwsa.wire import (
+    ARRAYS,
+    ENGINE_KEY,
+    RUN_CONFIG_KEY,
+    TrainSettings,
+    check_reply,
+    decode_reply,
+    encode_train,
+)
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
@@ -138,10 +146,16 @@ class Session:
     central evaluation); that is what lets a resumed run continue at round ``r + 1``.
     """
 
-    def __init__(self, grid: Grid, cfg: ExperimentConfig) -> None:
+    def __init__(self, grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
         self.cfg = cfg
         self.grid = PartitionGrid(
-            grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s, cfg.min_fit_clients
+            grid,
+            cfg.num_clients,
+            cfg.sample_size,
+            cfg.seeds.sampling,
+            cfg.node_wait_s,
+            cfg.min_fit_clients,
+            assign=assign,
         )
         self.recorder = Recorder(cfg, self.grid)
         self.grid.validate = self.recorder.check_reply
@@ -221,9 +235,12 @@ class Session:
             self.recorder.log.write("failed", error)
 
 
-def run(grid: Grid, cfg: ExperimentConfig) -> None:
-    """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment)."""
-    session = Session(grid, cfg)
+def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
+    """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment).
+
+    ``assign``: the nodes are virtual (Flower's simulation), so partitions are assigned to
+    them instead of asked for (see ``strategies.grid``)."""
+    session = Session(grid, cfg, assign)
     try:
         session.run()
     except OSError as e:
@@ -252,4 +269,4 @@ def main(grid: Grid, context: Context) -> None:
     if not cfg.out_dir:
         raise ValueError("out-dir is empty: launch with `python -m experiments.run` (or set it)")
     logging.getLogger("flwr").setLevel(logging.INFO if cfg.verbose else logging.WARNING)
-    run(grid, cfg)
+    run(grid, cfg, assign=str(context.run_config.get(ENGINE_KEY, "")) == "simulation")

@@ -17,10 +17,15 @@ class Crash(Exception):
 
 
 class LocalGrid:
-    def __init__(self, cfg: ExperimentConfig, crash_in_round: int | None = None) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, crash_in_round: int | None = None, shuffled: bool = False
+    ) -> None:
         self.cfg = cfg
-        self.nodes = {1000 + 7 * i: i for i in range(cfg.num_clients)}  # node id -> partition id
+        n = cfg.num_clients
+        # node id -> the partition in the node's own config (shuffled: not in node-id order)
+        self.nodes = {1000 + 7 * i: (n - 1 - i if shuffled else i) for i in range(n)}
         self.crash_in_round = crash_in_round
+        self.queries = 0
 
     def get_node_ids(self):
         return list(self.nodes)
@@ -35,6 +40,7 @@ class LocalGrid:
                 run_config={"fedwsa-config": self.cfg.to_json()},
             )  # fmt: skip
             if m.metadata.message_type == MessageType.QUERY:
+                self.queries += 1
                 replies.append(query(m, ctx))
                 continue
             if m.content["config"][ROUND] == self.crash_in_round:

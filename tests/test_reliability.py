@@ -249,3 +249,15 @@ def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):
     plain = plain_federation(cfg, workers=2)
     assert [r["test_accuracy"] for r in plain["rows"]] == [r["test_accuracy"] for r in _rows(cfg)[0][1:]]
     assert [r["test_loss"] for r in plain["rows"]] == [r["test_loss"] for r in _rows(cfg)[0][1:]]
+
+
+def test_simulation_assigns_partitions_without_asking_and_gets_the_same_run(tmp_path):
+    """In simulation (assign=True) no node is queried and nodes train the partition the
+    message names, whatever their own config says: the run is the same as when asked."""
+    asked = _cfg(tmp_path, "asked", num_rounds=2)
+    run(grid := LocalGrid(asked), asked)
+    assert grid.queries == asked.num_clients
+    assigned = _cfg(tmp_path, "assigned", num_rounds=2)
+    run(grid := LocalGrid(assigned, shuffled=True), assigned, assign=True)
+    assert grid.queries == 0
+    assert _rows(assigned)[0] == _rows(asked)[0]
