@@ -6,6 +6,8 @@ settings come with each train message. All algorithm settings at 0 is FedAvg.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -15,6 +17,12 @@ from fedwsa.faults import inject, test_delay
 from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
 
 app = ClientApp()
+
+
+@lru_cache(maxsize=4)
+def _config(text: str) -> ExperimentConfig:
+    """Parsed and validated once per process (validation builds a model to check it)."""
+    return ExperimentConfig.from_json(text)
 
 
 def _partition_id(context: Context, msg: Message | None = None) -> int:
@@ -33,7 +41,7 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global parameters in ``msg``."""
-    cfg = ExperimentConfig.from_json(str(context.run_config[RUN_CONFIG_KEY]))
+    cfg = _config(str(context.run_config[RUN_CONFIG_KEY]))
     settings = decode_train(msg.content[CONFIG])
     test_delay()
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
