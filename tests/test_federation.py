@@ -49,7 +49,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     """Kill SuperNode 2 after round 1, start it again after round 2: it rejoins."""
     out = tmp_path / "kill"
     cmd = [sys.executable, "-m", "experiments.federate", f"hydra.run.dir={out}", "num_clients=3",
-           "num_rounds=5", "round_timeout_s=20", "node_wait_s=60"]  # fmt: skip
+           "num_rounds=5", "round_timeout_s=30", "node_wait_s=60"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     env = flower_env(tmp_path / "home")  # as the launcher's own SuperNodes get it (PATH included)
     lines, comeback = [], None
@@ -80,7 +80,7 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     assert rows[2]["clients"] == [0, 1] and rows[2]["failed_clients"] == [2]  # lost in round 2
     # back within the run (how soon depends on when the SuperLink drops the dead node id)
     assert any(2 in r["clients"] for r in rows[3:])
-    assert any("did not reply" in ln for ln in lines)
+    assert any("gave no usable reply" in ln for ln in lines)
 
 
 def _federate(tmp_path, *overrides):
