@@ -114,6 +114,15 @@ class Watch:
         self._thread.join(timeout=5)
 
 
+# Flower log lines (verbose=true) that mark the steps of a simulation's start.
+FLOWER_MARKS = {
+    "superlink_up": "Using SuperLink",  # flwr run has started and found the SuperLink
+    "run_submitted": "Successfully started run",  # the FAB is built and the run accepted
+    "simulation_started": "Starting Flower Simulation",  # the simulation process runs
+    "first_round_sent": "configure_train: Sampled",  # round 1's messages go out
+}
+
+
 def run_cli(args: list[str], out: Path, watch: bool = False) -> dict[str, Any]:
     """Run ``python -m experiments.run`` with ``args``; timestamps of its progress lines."""
     cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={out}", *args]
@@ -132,6 +141,9 @@ def run_cli(args: list[str], out: Path, watch: bool = False) -> dict[str, Any]:
             marks["finished"] = now
         elif "Flower Simulation Engine ->" in line:
             marks["prepared"] = now
+        for key, text in FLOWER_MARKS.items():  # with verbose=true: Flower's own steps
+            if text in line and key not in marks:
+                marks[key] = now
     code = proc.wait()
     marks["exit"] = time.perf_counter() - t0
     if w:
@@ -356,11 +368,14 @@ def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
     reps = []
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
         for rep in range(args.repeat):
-            r = run_cli([], Path(tmp) / f"default{rep}")
+            r = run_cli(["verbose=true"], Path(tmp) / f"default{rep}")
             m = r["marks"]
-            last = max(k for k in m if k.startswith("round_"))
+            last = max((k for k in m if k.startswith("round_")), key=lambda k: int(k.split("_")[1]))
             reps.append({
-                "prepared_s": m["prepared"], "to_round_0_s": m["round_0"],
+                "prepared_s": m["prepared"], "superlink_up_s": m.get("superlink_up"),
+                "run_submitted_s": m.get("run_submitted"),
+                "simulation_started_s": m.get("simulation_started"),
+                "to_round_0_s": m["round_0"], "first_round_sent_s": m.get("first_round_sent"),
                 "to_round_1_end_s": m["round_1"], "last_round_to_exit_s": m["exit"] - m[last],
                 "finished_to_exit_s": m["exit"] - m["finished"], "total_s": m["exit"],
             })  # fmt: skip
