@@ -124,8 +124,8 @@ def check_resume(exp: ExperimentConfig) -> None:
         if files:
             raise ConfigError(
                 "resume",
-                f"{exp.out_dir} holds checkpoints of an unfinished run ({files[-1].name}); "
-                "pass resume=true to continue it, or choose another output folder",
+                f"{exp.out_dir} holds checkpoints of an earlier run ({files[-1].name}); "
+                "pass resume=true to continue it (same settings), or choose another output folder",
             )
         return
     ckpt, problems = checkpoint.load_latest(exp.out_dir, exp.identity())
