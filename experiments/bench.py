@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
-import torch.nn.functional as F
 
 from experiments.launch import PROJECT_DIR
 
@@ -277,22 +276,10 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
 # --- step ---------------------------------------------------------------------------------
 
 
-def _step(model: Any, opt: Any, x: Any, y: Any, reg: Any, fused: bool) -> None:
-    """One SGD step, as ``fedwsa.train.train`` takes it."""
-    opt.zero_grad(set_to_none=True)
-    task = F.cross_entropy(model(x), y)
-    if reg is None or fused:
-        task.backward()
-        if reg is not None:
-            reg.add_grad(model)
-    else:
-        (task + reg(model)).backward()
-    opt.step()
-
-
 def bench_step(args: argparse.Namespace) -> dict[str, Any]:
     from fedwsa.models import build_model
     from fedwsa.regularizers import make_regularizer
+    from fedwsa.train import sgd_step
     from fedwsa.wsa import model_scope, scoped_names
 
     torch.set_num_threads(args.threads)
@@ -313,7 +300,7 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
             "wsa_kl_autograd": (make_regularizer(model, **wsa), False),
         }  # fmt: skip
         opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=1e-5)
-        step = functools.partial(_step, model, opt, x, y)
+        step = functools.partial(sgd_step, model, opt, x, y)  # the step training takes
         times: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(3):  # warm-up
             for reg, fused in variants.values():

@@ -35,6 +35,32 @@ def batches(
         yield x[idx], y[idx]
 
 
+def sgd_step(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: Tensor,
+    yb: Tensor,
+    regularizer: Regularizer | None = None,
+    fused: bool = True,
+) -> Tensor:
+    """One optimiser step on ``cross_entropy + regularizer(model)``; returns the task loss.
+
+    ``fused`` adds the regularizer's gradient in closed form after the task loss's
+    backward (as cheap as weight decay); ``fused=False`` differentiates
+    ``regularizer(model)`` with autograd (the reference; equal up to float rounding).
+    """
+    opt.zero_grad(set_to_none=True)
+    task = F.cross_entropy(model(xb), yb)
+    if regularizer is None or fused:
+        task.backward()
+        if regularizer is not None:
+            regularizer.add_grad(model)
+    else:
+        (task + regularizer(model)).backward()
+    opt.step()
+    return task
+
+
 def train(
     model: nn.Module,
     x: Tensor,
@@ -51,25 +77,15 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
-    ``regularizer=None`` is plain training (FedAvg's local step). ``fused`` adds the
-    regularizer's gradient in closed form after the task loss's backward (the default,
-    as cheap as weight decay); ``fused=False`` differentiates ``regularizer(model)`` with
-    autograd (the reference; equal up to float rounding).
+    ``regularizer=None`` is plain training (FedAvg's local step); ``fused``: see
+    :func:`sgd_step`.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
     total, seen, steps = 0.0, 0, 0
     for _ in range(epochs):
         for xb, yb in batches(x, y, batch_size, generator):
-            opt.zero_grad(set_to_none=True)
-            task = F.cross_entropy(model(xb), yb)
-            if regularizer is None or fused:
-                task.backward()
-                if regularizer is not None:
-                    regularizer.add_grad(model)
-            else:
-                (task + regularizer(model)).backward()
-            opt.step()
+            task = sgd_step(model, opt, xb, yb, regularizer, fused)
             total += task.item() * yb.shape[0]
             seen += yb.shape[0]
             steps += 1
