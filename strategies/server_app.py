@@ -171,7 +171,7 @@ class Session:
         if isinstance(self.strategy, FedWSA):
             state.update(self.strategy.state())
         ckpt = Checkpoint(
-            self.done, {k: v.clone() for k, v in self.arrays.to_torch_state_dict().items()},
+            self.done, dict(self.arrays.to_torch_state_dict()),  # fresh tensors, deserialised
             self.cfg.identity(), state, self.grid.state(), self.recorder.log.state(),
         )  # fmt: skip
         checkpoint.save(self.cfg.out_dir, ckpt)

@@ -19,6 +19,7 @@ from fedwsa.robust import clip_updates
 from fedwsa.wire import TrainSettings
 from fedwsa.wsa import model_scope, next_target, scoped_names
 from strategies.server_app import RunFailed, run
+from tests.helpers import metrics
 from tests.inprocess import Crash, LocalGrid
 
 
@@ -31,8 +32,9 @@ def _cfg(tmp_path, name, **kw):
 
 
 def _rows(cfg):
-    doc = json.loads((pathlib.Path(cfg.out_dir) / "metrics.json").read_text())
-    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in doc["rounds"]], doc
+    """Rows without the timing columns (tests.helpers.metrics) and the whole metrics.json."""
+    out = pathlib.Path(cfg.out_dir)
+    return metrics(out)[0], json.loads((out / "metrics.json").read_text())
 
 
 def _model(cfg):
