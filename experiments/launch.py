@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -24,6 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
+import tomli  # Flower's own dependency; tomllib needs Python 3.11
 
 from fedwsa.config import ExperimentConfig
 from fedwsa.wire import ENGINE_KEY, RUN_CONFIG_KEY
@@ -195,12 +197,32 @@ def write_run_config(cfg: ExperimentConfig, path: Path, engine: str = "deploymen
     return path
 
 
+def stage_app(dest: Path) -> Path:
+    """Copy the Flower app's files (``fab-include`` in ``pyproject.toml``) into ``dest``.
+
+    ``flwr run <dir>`` (Flower 1.42, ``flwr.cli.utils.collect_files``) walks and resolves
+    every file under ``<dir>`` before it filters them by ``fab-include``: given the
+    project folder, that is the virtual environment, downloaded data and every earlier
+    run's outputs (47,000 files, ~8 s on the development machine, growing with each run).
+    The staged copy holds only the ~25 files that go into the FAB, so the FAB is the same.
+    """
+    meta = tomli.loads((PROJECT_DIR / "pyproject.toml").read_text())
+    for pattern in meta["tool"]["flwr"]["app"]["fab-include"]:
+        for src in sorted(PROJECT_DIR.glob(pattern)):
+            if src.is_file():
+                target = dest / src.relative_to(PROJECT_DIR)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, target)
+    return dest
+
+
 def submit(
     procs: list[subprocess.Popen[bytes]], env: dict[str, str], connection: str,
     run_config: Path, log: Path, *, federation_config: str = "", verbose: bool = False,
 ) -> int:  # fmt: skip
     """``flwr run --stream``: every line goes to ``log``; progress lines also to stdout."""
-    cmd = ["flwr", "run", str(PROJECT_DIR), connection, "--run-config", str(run_config), "--stream"]
+    app = stage_app(Path(env["FLWR_HOME"]) / "fab-src")
+    cmd = ["flwr", "run", str(app), connection, "--run-config", str(run_config), "--stream"]
     if federation_config:
         cmd += ["--federation-config", federation_config]
     proc = subprocess.Popen(
