@@ -23,12 +23,13 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import psutil
 import tomli  # Flower's own dependency; tomllib needs Python 3.11
 
 from fedwsa.config import ExperimentConfig
-from fedwsa.wire import ENGINE_KEY, RUN_CONFIG_KEY
+from fedwsa.wire import ENGINE_KEY, FINISHED, RUN_CONFIG_KEY
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 _SHOW = re.compile(r"\[fedwsa\]|ERROR|Error|Exception|Traceback")
@@ -73,8 +74,11 @@ def flower_env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
-def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
-    """Terminate ``proc`` and all its descendants (SIGTERM, then SIGKILL after grace)."""
+def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 5.0, force: bool = False) -> None:
+    """Terminate ``proc`` and all its descendants (SIGTERM, then SIGKILL after grace).
+
+    ``force``: SIGKILL at once, for processes with nothing left to save (Flower's
+    simulation process and Ray's actors take ~4 s to honour SIGTERM)."""
     try:
         root = psutil.Process(proc.pid)
         procs = [*root.children(recursive=True), root]
@@ -82,14 +86,35 @@ def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 5.0) -> None:
         procs = []
     for p in procs:
         with suppress(psutil.NoSuchProcess):
-            p.terminate()
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+            p.kill() if force else p.terminate()
+    alive = wait_dead(procs, grace_s)
     for p in alive:
         with suppress(psutil.NoSuchProcess):
             p.kill()
-    psutil.wait_procs(alive, timeout=grace_s)
+    wait_dead(alive, grace_s)
     if proc.poll() is None:
         proc.wait(timeout=grace_s)
+
+
+def _dead(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_dead(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` for ``procs`` to die; those still running.
+
+    A zombie counts as dead: it holds nothing but its pid. Orphaned descendants (Ray's
+    processes, once their parent is gone) are reaped by init when it gets to it, ~2 s
+    later on the development machine, which ``psutil.wait_procs`` would wait for."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _dead(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _dead(p)]
+    return alive
 
 
 @contextmanager
@@ -216,11 +241,26 @@ def stage_app(dest: Path) -> Path:
     return dest
 
 
+def read_status(out_dir: Path) -> tuple[dict[str, Any], str]:
+    """``metrics.json`` of ``out_dir`` and its status (``missing`` if it cannot be read)."""
+    try:
+        metrics = json.loads((out_dir / "metrics.json").read_text())
+        return metrics, str(metrics["status"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}, "missing"
+
+
 def submit(
     procs: list[subprocess.Popen[bytes]], env: dict[str, str], connection: str,
-    run_config: Path, log: Path, *, federation_config: str = "", verbose: bool = False,
+    run_config: Path, log: Path, out_dir: Path, *, federation_config: str = "", verbose: bool = False,
 ) -> int:  # fmt: skip
-    """``flwr run --stream``: every line goes to ``log``; progress lines also to stdout."""
+    """``flwr run --stream``: every line goes to ``log``; progress lines also to stdout.
+
+    Returns ``flwr run``'s exit code, or 0 as soon as the ServerApp has printed its last
+    line and ``metrics.json`` says ``finished``: every result is written then, so all of
+    ``procs`` are killed at once instead of waiting for Flower's own teardown of Ray, the
+    log stream and the SuperLink (~5 s, docs/PERFORMANCE.md).
+    """
     app = stage_app(Path(env["FLWR_HOME"]) / "fab-src")
     cmd = ["flwr", "run", str(app), connection, "--run-config", str(run_config), "--stream"]
     if federation_config:
@@ -243,16 +283,16 @@ def submit(
                     print(f"[fedwsa] cannot write {log} ({e.strerror}); no longer logging", flush=True)
             if verbose or _SHOW.search(line):
                 print(line, flush=True)
+            if FINISHED in line and read_status(out_dir)[1] == "finished":
+                for p in reversed(procs):
+                    stop_tree(p, force=True)
+                return 0
     return proc.wait()
 
 
 def check_finished(out_dir: Path, log: Path, code: int) -> None:
     """Raise :class:`LaunchError` unless the ServerApp wrote a finished ``metrics.json``."""
-    try:
-        metrics = json.loads((out_dir / "metrics.json").read_text())
-        status = metrics["status"]
-    except (OSError, ValueError, KeyError):
-        metrics, status = {}, "missing"
+    metrics, status = read_status(out_dir)
     if status == "failed" and metrics.get("error"):
         raise LaunchError(f"the run stopped: {metrics['error']} (see {log})")
     if code != 0 or status != "finished":
@@ -272,7 +312,9 @@ def simulate(cfg: ExperimentConfig) -> None:
         fed = f"num-supernodes={cfg.num_clients} client-resources-num-cpus={cfg.client_cpus}"
         log = out / "flower.log"
         run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
-        code = submit(procs, env, "fedwsa-sim", run_config, log, federation_config=fed, verbose=cfg.verbose)
+        code = submit(
+            procs, env, "fedwsa-sim", run_config, log, out, federation_config=fed, verbose=cfg.verbose
+        )
         check_finished(out, log, code)
 
 
@@ -317,9 +359,8 @@ def federate(cfg: ExperimentConfig) -> None:
             (out / "federation.json").write_text(json.dumps(record, indent=1))
         write_connection(Path(home), "fedwsa", address, certs / "ca.crt" if certs else None)
         log = logs / "flower.log"
-        code = submit(
-            procs, env, "fedwsa", write_run_config(cfg, out / "run_config.toml"), log, verbose=cfg.verbose
-        )
+        run_config = write_run_config(cfg, out / "run_config.toml")
+        code = submit(procs, env, "fedwsa", run_config, log, out, verbose=cfg.verbose)
         if not fed.superlink:
             check_finished(out, log, code)
         elif code != 0:

@@ -92,10 +92,11 @@ class RunLog:
         return full
 
     def write(self, status: str, error: str | None = None) -> None:
+        """Rewrite the result files; ``metrics.json`` last, so that its status vouches
+        for the others (the launcher stops Flower as soon as it reads ``finished``)."""
         doc: dict[str, Any] = {"status": status, "rounds": self.rows}
         if error:
             doc["error"] = error
-        atomic_write(self.out / "metrics.json", json.dumps(doc, indent=1))
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
@@ -104,6 +105,7 @@ class RunLog:
             w.writerow({**r, **lists})
         atomic_write(self.out / "metrics.csv", buf.getvalue())
         atomic_write(self.out / "scopes.json", json.dumps({"layers": self.layers, "rounds": self.scopes}))
+        atomic_write(self.out / "metrics.json", json.dumps(doc, indent=1))
 
     def finish(self, state_dict: dict[str, torch.Tensor]) -> None:
         buf = io.BytesIO()

@@ -27,6 +27,7 @@ from fedwsa.train import evaluate
 from fedwsa.wire import (
     ARRAYS,
     ENGINE_KEY,
+    FINISHED,
     RUN_CONFIG_KEY,
     TrainSettings,
     check_reply,
@@ -259,7 +260,7 @@ def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
     except TimeoutError as e:
         session.fail(str(e))
         raise RunFailed(str(e)) from e
-    print(f"[fedwsa] finished: results in {cfg.out_dir}", flush=True)
+    print(f"{FINISHED}results in {cfg.out_dir}", flush=True)
 
 
 @app.main()

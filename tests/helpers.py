@@ -13,7 +13,9 @@ FLOWER = ("flower-superlink", "flower-supernode", "flwr-simulation", "flwr-serve
 
 def flower_pids():
     pids = set()
-    for p in psutil.process_iter(["name", "cmdline"]):
+    for p in psutil.process_iter(["name", "cmdline", "status"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE:  # dead, waiting for init to reap it
+            continue
         text = " ".join(p.info["cmdline"] or []) + " " + (p.info["name"] or "")
         if any(name in text for name in FLOWER):
             pids.add(p.pid)
