@@ -187,8 +187,10 @@ def _client(job: tuple[int, int, dict[str, np.ndarray]]) -> tuple[int, dict[str,
 
     rnd, pid, state = job
     c = _CFG
-    settings = TrainSettings(server_round=rnd, lr=c.lr, epochs=c.epochs, batch_size=c.batch_size,
-                             momentum=c.momentum, weight_decay=c.weight_decay)  # fmt: skip
+    settings = TrainSettings(
+        server_round=rnd, lr=c.lr, epochs=c.epochs, local_steps=c.local_steps, batch_size=c.batch_size,
+        momentum=c.momentum, weight_decay=c.weight_decay,
+    )  # fmt: skip
     new, reply = local_round(c, pid, {k: torch.from_numpy(v) for k, v in state.items()}, settings)
     return pid, {k: v.numpy() for k, v in new.items()}, reply.num_examples
 

@@ -90,7 +90,8 @@ def local_round(
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
     torch.manual_seed(seed)
     result = train(
-        model, x, y, epochs=settings.epochs, lr=settings.lr, batch_size=settings.batch_size,
+        model, x, y, epochs=settings.epochs, steps=settings.local_steps, lr=settings.lr,
+        batch_size=settings.batch_size,
         momentum=settings.momentum, weight_decay=settings.weight_decay,
         regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip

@@ -103,6 +103,7 @@ class ExperimentConfig:
     num_rounds: int = 5
     fraction_train: float = 1.0
     epochs: int = 1
+    local_steps: int = 0
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
@@ -207,6 +208,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         ("max_failed_rounds", c.max_failed_rounds),
     ]:  # fmt: skip
         _check(key, value >= 1, ">= 1", value)
+    _check("local_steps", c.local_steps >= 0, ">= 0 (0: use epochs)", c.local_steps)
     _check("fraction_train", 0 < c.fraction_train <= 1, "in (0, 1]", c.fraction_train)
     _check("lr", c.lr > 0, "> 0", c.lr)
     _check("momentum", 0 <= c.momentum < 1, "in [0, 1)", c.momentum)

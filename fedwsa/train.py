@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,7 @@ def train(
     y: Tensor,
     *,
     epochs: int,
+    steps: int = 0,
     lr: float,
     batch_size: int,
     momentum: float = 0.0,
@@ -77,19 +79,24 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
-    ``regularizer=None`` is plain training (FedAvg's local step); ``fused``: see
-    :func:`sgd_step`.
+    ``steps > 0``: exactly that many SGD steps instead of ``epochs`` passes, taking the
+    batches of consecutive reshuffled passes (so ``steps = k * ceil(n / batch_size)`` is
+    the same training as ``epochs = k``). ``regularizer=None`` is plain training (FedAvg's
+    local step); ``fused``: see :func:`sgd_step`.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
-    total, seen, steps = 0.0, 0, 0
-    for _ in range(epochs):
-        for xb, yb in batches(x, y, batch_size, generator):
-            task = sgd_step(model, opt, xb, yb, regularizer, fused)
-            total += task.item() * yb.shape[0]
-            seen += yb.shape[0]
-            steps += 1
-    return TrainResult(loss=total / max(seen, 1), num_examples=int(x.shape[0]), steps=steps)
+    passes: Iterable[int] = range(epochs)
+    if steps > 0:  # as many passes as needed (none without data), cut at ``steps``
+        passes = itertools.count() if x.shape[0] > 0 else ()
+    stream = (b for _ in passes for b in batches(x, y, batch_size, generator))
+    total, seen, taken = 0.0, 0, 0
+    for xb, yb in itertools.islice(stream, steps or None):
+        task = sgd_step(model, opt, xb, yb, regularizer, fused)
+        total += task.item() * yb.shape[0]
+        seen += yb.shape[0]
+        taken += 1
+    return TrainResult(loss=total / max(seen, 1), num_examples=int(x.shape[0]), steps=taken)
 
 
 @torch.no_grad()

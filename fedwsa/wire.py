@@ -24,6 +24,7 @@ METRICS = "metrics"  # RecordDict key of the reply metrics
 ROUND = "server-round"
 LR = "lr"
 EPOCHS = "local-epochs"
+LOCAL_STEPS = "local-steps"
 BATCH_SIZE = "batch-size"
 MOMENTUM = "momentum"
 WEIGHT_DECAY = "weight-decay"
@@ -52,6 +53,7 @@ class TrainSettings:
     batch_size: int
     momentum: float = 0.0
     weight_decay: float = 0.0
+    local_steps: int = 0  # > 0: this many SGD steps instead of ``epochs``
     proximal_mu: float = 0.0
     wsa_lambda: float = 0.0
     wsa_distance: str = "kl"
@@ -74,8 +76,9 @@ def decode_scope(d: Any, mu_key: str, sigma_key: str) -> np.ndarray:
 def encode_train(s: TrainSettings) -> dict[str, Any]:
     """Flat dict for the round's ``ConfigRecord``."""
     d: dict[str, Any] = {
-        ROUND: s.server_round, LR: s.lr, EPOCHS: s.epochs, BATCH_SIZE: s.batch_size,
-        MOMENTUM: s.momentum, WEIGHT_DECAY: s.weight_decay, PROXIMAL_MU: s.proximal_mu,
+        ROUND: s.server_round, LR: s.lr, EPOCHS: s.epochs, LOCAL_STEPS: s.local_steps,
+        BATCH_SIZE: s.batch_size, MOMENTUM: s.momentum, WEIGHT_DECAY: s.weight_decay,
+        PROXIMAL_MU: s.proximal_mu,
         WSA_LAMBDA: s.wsa_lambda, WSA_DISTANCE: s.wsa_distance, WSA_SCOPE_ALL: s.wsa_scope_all,
     }  # fmt: skip
     if s.target is not None:
@@ -86,7 +89,7 @@ def encode_train(s: TrainSettings) -> dict[str, Any]:
 def decode_train(d: Any) -> TrainSettings:
     """Inverse of :func:`encode_train` (accepts a dict or a ``ConfigRecord``)."""
     return TrainSettings(
-        server_round=int(d[ROUND]), lr=float(d[LR]), epochs=int(d[EPOCHS]),
+        server_round=int(d[ROUND]), lr=float(d[LR]), epochs=int(d[EPOCHS]), local_steps=int(d[LOCAL_STEPS]),
         batch_size=int(d[BATCH_SIZE]), momentum=float(d[MOMENTUM]),
         weight_decay=float(d[WEIGHT_DECAY]), proximal_mu=float(d[PROXIMAL_MU]),
         wsa_lambda=float(d[WSA_LAMBDA]), wsa_distance=str(d[WSA_DISTANCE]),

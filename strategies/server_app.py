@@ -203,8 +203,9 @@ class Session:
             self.recorder.evaluate(0, self.arrays)
         s = cfg.strategy
         settings = TrainSettings(
-            server_round=0, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            momentum=cfg.momentum, weight_decay=cfg.weight_decay, proximal_mu=s.proximal_mu,
+            server_round=0, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
+            batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+            proximal_mu=s.proximal_mu,
             wsa_lambda=s.wsa_lambda, wsa_distance=s.distance, wsa_scope_all=s.scope_all,
         )  # fmt: skip
         train_config = ConfigRecord(encode_train(settings))

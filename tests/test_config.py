@@ -28,7 +28,7 @@ BAD = [
     ("strategy.wsa_lambda", -0.1), ("strategy.proximal_mu", -1.0), ("seed", -1),
     ("seeds.sampling", -2), ("lr", "fast"), ("num_clients", 2.5), ("verbose", "yes"),
     ("model.name", "cnn"),  # digits are 8x8: too small for the NIID-Bench CNN
-    ("partition.min_size", 0), ("client_cpus", 0), ("strategy.nope", 1),
+    ("partition.min_size", 0), ("client_cpus", 0), ("strategy.nope", 1), ("local_steps", -1),
 ]  # fmt: skip
 
 

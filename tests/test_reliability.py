@@ -171,7 +171,8 @@ def _expected_round_one(cfg, good):
     names = scoped_names(model)
     start = model.state_dict()
     settings = TrainSettings(
-        server_round=1, lr=cfg.lr, epochs=cfg.epochs, batch_size=cfg.batch_size, momentum=cfg.momentum,
+        server_round=1, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
+        batch_size=cfg.batch_size, momentum=cfg.momentum,
         wsa_lambda=cfg.strategy.wsa_lambda, target=model_scope(model, names),
     )  # fmt: skip
     results = [local_round(cfg, pid, start, settings) for pid in good]

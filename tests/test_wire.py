@@ -16,7 +16,7 @@ from fedwsa.wire import (
 
 
 def test_train_settings_round_trip_through_configrecord():
-    s = TrainSettings(server_round=3, lr=0.1, epochs=2, batch_size=16, momentum=0.9,
+    s = TrainSettings(server_round=3, lr=0.1, epochs=2, local_steps=7, batch_size=16, momentum=0.9,
                       weight_decay=1e-5, proximal_mu=0.01, wsa_lambda=0.5, wsa_distance="w2",
                       wsa_scope_all=True, target=np.array([[0.1, 0.2], [-0.3, 0.4]]))  # fmt: skip
     back = decode_train(ConfigRecord(encode_train(s)))
