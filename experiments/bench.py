@@ -10,7 +10,9 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
 - ``step``: one local SGD step with plain cross-entropy, FedProx and WSA (kl, w2), fused
   and autograd, on the NIID-Bench CNN and the VGG-style model (random input).
 - ``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
-  processes together, time per round, time to start.
+  processes together, time per round, time to start; with the issue's workload (one
+  epoch of each sampled client's data, which shrinks as clients grow) and with the same
+  work per sampled client at every size (``local_steps`` steps of equal batches).
 - ``startup``: time from the command to the first round, and from the last round to exit.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import multiprocessing as mp
 import platform
@@ -325,32 +328,71 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 # --- scale and startup ----------------------------------------------------------------------
 
 
+def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
+    """Median number of images the sampled clients trained on per round (from the run's
+    own config.json: partition sizes, ``epochs`` or ``local_steps`` x ``batch_size``)."""
+    from fedwsa.client import partitions
+    from fedwsa.config import ExperimentConfig
+
+    cfg = ExperimentConfig.from_json(json.dumps(json.loads((out / "config.json").read_text())["config"]))
+    sizes = [len(p) for p in partitions(cfg)]
+
+    def trained(s: int) -> int:  # batches of consecutive passes, as fedwsa.train.train takes them
+        one_pass = [cfg.batch_size] * (s // cfg.batch_size) + (
+            [s % cfg.batch_size] if s % cfg.batch_size else []
+        )
+        if not cfg.local_steps:
+            return cfg.epochs * s
+        return sum(itertools.islice(itertools.cycle(one_pass), cfg.local_steps)) if s else 0
+
+    per_client = [trained(s) for s in sizes]
+    return median([sum(per_client[c] for c in row["clients"]) for row in rows])
+
+
+# Same work per sampled client at every size: ``SCALE_STEPS`` full batches of ``SCALE_BATCH``
+# images. IID splits at every size (600, 60 or 6 images per client: whole batches of 6;
+# the framework's cost does not depend on the split).
+SCALE_STEPS, SCALE_BATCH = 10, 6
+SCALE_WORK = {
+    "epoch": ["epochs=1", "batch_size=64"],  # the issue's workload: work shrinks with size
+    "equal": [f"local_steps={SCALE_STEPS}", f"batch_size={SCALE_BATCH}"],
+}
+
+
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
         for n in args.clients:
-            part = ["partition=dirichlet", "partition.alpha=0.5", "partition.min_size=10"]
-            if n > 1000:  # Dirichlet(0.5) leaves clients empty at 6 samples each: see PERFORMANCE.md
-                part = ["partition=iid"]
             sweep = [
                 "dataset=fmnist",
                 f"num_clients={n}",
                 f"fraction_train={10 / n}",
                 f"num_rounds={args.rounds}",
             ]
-            common = ["epochs=1", "batch_size=64", "lr=0.01", "strategy=fedavg"]
-            r = run_cli([*sweep, *common, *part], Path(tmp) / f"scale{n}", watch=True)
-            times = [row["round_time_s"] for row in r["rows"][1:]]
-            m = r["marks"]
-            rows.append({
-                "clients": n, "partition": part[0].split("=")[1], "peak_pss_mb": r["peak_pss_mb"],
-                "peak_rss_mb": r["peak_rss_mb"], "processes": r["peak_processes"],
-                "to_round_0_s": m.get("round_0"), "round_1_s": times[0],
-                "median_round_2_on_s": median(times[1:]), "total_s": m["exit"],
-            })  # fmt: skip
-            print(table(rows[-1:], list(rows[-1])), flush=True)
+            for work in args.work:
+                part = ["partition=dirichlet", "partition.alpha=0.5", "partition.min_size=10"]
+                if n > 1000 or work == "equal":  # Dir(0.5) leaves clients empty at 6 images each
+                    part = ["partition=iid"]
+                args_ = [*sweep, *SCALE_WORK[work], "lr=0.01", "strategy=fedavg", *part]
+                r = run_cli(args_, Path(tmp) / f"scale{n}-{work}", watch=True)
+                times = [row["round_time_s"] for row in r["rows"][1:]]
+                m = r["marks"]
+                rows.append({
+                    "work": work, "clients": n, "partition": part[0].split("=")[1],
+                    "peak_pss_mb": r["peak_pss_mb"], "peak_rss_mb": r["peak_rss_mb"],
+                    "processes": r["peak_processes"], "to_round_0_s": m.get("round_0"),
+                    "round_1_s": times[0], "median_round_2_on_s": median(times[1:]),
+                    "images_per_round": images_per_round(Path(tmp) / f"scale{n}-{work}", r["rows"][1:]),
+                    "total_s": m["exit"],
+                })  # fmt: skip
+                print(table(rows[-1:], list(rows[-1])), flush=True)
+    for work in args.work:
+        mine = [r for r in rows if r["work"] == work]
+        base = mine[0]["median_round_2_on_s"]
+        for r in mine:
+            r["round_vs_smallest"] = r["median_round_2_on_s"] / base
     print(table(rows, list(rows[0])))
-    return {"rounds": args.rounds, "rows": rows}
+    return {"rounds": args.rounds, "steps": SCALE_STEPS, "batch": SCALE_BATCH, "rows": rows}
 
 
 def bench_startup(args: argparse.Namespace) -> dict[str, Any]:
@@ -389,7 +431,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=64, help="step: batch size")
     p.add_argument("--steps", type=int, default=20, help="step: steps per timing sample")
     p.add_argument("--clients", type=int, nargs="+", default=[100, 1000, 10000], help="scale: client counts")
-    p.add_argument("--rounds", type=int, default=4, help="scale: rounds per run")
+    p.add_argument("--rounds", type=int, default=6, help="scale: rounds per run")
+    p.add_argument(
+        "--work",
+        nargs="+",
+        choices=sorted(SCALE_WORK),
+        default=["epoch", "equal"],
+        help="scale: workloads (epoch: one local epoch; equal: the same steps for every client)",
+    )
     p.add_argument("--out", default=None, help="JSON file (default docs/bench/<name>.json)")
     args = p.parse_args(argv)
     save(args.name, BENCHMARKS[args.name](args), args.out)
