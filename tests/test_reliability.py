@@ -249,9 +249,10 @@ def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):
     cfg = _cfg(tmp_path, "plain", num_clients=3, num_rounds=2, fraction_train=1.0,
                strategy=StrategyConfig(name="fedavg"))  # fmt: skip
     run(LocalGrid(cfg), cfg)
-    plain = plain_federation(cfg, workers=2)
-    assert [r["test_accuracy"] for r in plain["rows"]] == [r["test_accuracy"] for r in _rows(cfg)[0][1:]]
-    assert [r["test_loss"] for r in plain["rows"]] == [r["test_loss"] for r in _rows(cfg)[0][1:]]
+    for shuffle in (None, 5):  # clients handed out in partition order, or in a random one
+        plain = plain_federation(cfg, workers=2, shuffle_seed=shuffle)
+        assert [r["test_accuracy"] for r in plain["rows"]] == [r["test_accuracy"] for r in _rows(cfg)[0][1:]]
+        assert [r["test_loss"] for r in plain["rows"]] == [r["test_loss"] for r in _rows(cfg)[0][1:]]
 
 
 def test_simulation_assigns_partitions_without_asking_and_gets_the_same_run(tmp_path):
