@@ -19,6 +19,7 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -125,12 +126,62 @@ FLOWER_MARKS = {
 }
 
 
-def run_cli(args: list[str], out: Path, watch: bool = False) -> dict[str, Any]:
-    """Run ``python -m experiments.run`` with ``args``; timestamps of its progress lines."""
+class Busy:
+    """Samples, every ``period`` s, the CPU use of two training processes (Ray's client
+    actors or the plain loop's workers): the time both train, one waits, or both wait."""
+
+    def __init__(self, find: Callable[[], list[psutil.Process]], period: float = 0.05) -> None:
+        self.find, self.period = find, period
+        self.samples: list[tuple[float, float, int]] = []  # (time, dt, processes > 50 % busy)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        procs: list[psutil.Process] = []
+        prev: tuple[float, list[float]] | None = None
+        while not self._stop.wait(self.period):
+            if len(procs) != 2:
+                procs, prev = self.find(), None
+                continue
+            try:
+                cpu = [float(sum(p.cpu_times()[:2])) for p in procs]
+            except psutil.Error:
+                procs, prev = [], None
+                continue
+            now = time.perf_counter()
+            if prev is not None:
+                dt = now - prev[0]
+                self.samples.append(
+                    (now, dt, sum((c - c0) / dt > 0.5 for c, c0 in zip(cpu, prev[1], strict=True)))
+                )
+            prev = (now, cpu)
+
+    def split(self, start: float, end: float, rounds: int) -> dict[str, float]:
+        """Seconds per round with 2, 1 and 0 of the processes training, in ``[start, end]``."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        busy = {2: 0.0, 1: 0.0, 0: 0.0}
+        for t, dt, n in self.samples:
+            if start <= t <= end:
+                busy[n] += dt
+        return {
+            "both_train_s": busy[2] / rounds,
+            "one_waits_s": busy[1] / rounds,
+            "both_wait_s": busy[0] / rounds,
+        }
+
+
+def run_cli(args: list[str], out: Path, watch: bool = False, busy: bool = False) -> dict[str, Any]:
+    """Run ``python -m experiments.run`` with ``args``; timestamps of its progress lines.
+
+    ``watch``: sample the memory of all its processes; ``busy``: sample its two client
+    actors' CPU use (:class:`Busy`, returned as ``result["busy"]``)."""
     cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={out}", *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     w = Watch(proc.pid) if watch else None
+    b = Busy(lambda: descendants(proc.pid, "ClientAppActor")) if busy else None
     marks: dict[str, float] = {}
     lines = []
     assert proc.stdout is not None
@@ -153,12 +204,25 @@ def run_cli(args: list[str], out: Path, watch: bool = False) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"benchmark run failed ({code}):\n{''.join(lines[-20:])}")
     rows = json.loads((out / "metrics.json").read_text())["rounds"]
-    result = {"marks": marks, "rows": rows}
+    result: dict[str, Any] = {"marks": marks, "rows": rows, "t0": t0}
+    if b:
+        result["busy"] = b
     if w:
         result.update(
             peak_pss_mb=w.peak_pss / 2**20, peak_rss_mb=w.peak_rss / 2**20, peak_processes=w.peak_procs
         )
     return result
+
+
+def descendants(pid: int, text: str) -> list[psutil.Process]:
+    """The descendants of ``pid`` whose command line contains ``text``."""
+    found = []
+    with contextlib.suppress(psutil.Error):
+        for p in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if text in " ".join(p.cmdline()):
+                    found.append(p)
+    return found
 
 
 # --- overhead -----------------------------------------------------------------------------
@@ -241,8 +305,9 @@ def plain_federation(cfg: Any, workers: int, shuffle_seed: int | None = None) ->
             model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             torch.set_num_threads(1)
             loss, acc = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
+            end = time.perf_counter()
             rows.append({"round": rnd, "test_accuracy": acc, "test_loss": loss,
-                         "round_time_s": time.perf_counter() - t})  # fmt: skip
+                         "round_time_s": end - t, "ended_at": end})  # fmt: skip
     marks["total"] = time.perf_counter() - t0
     return {"rows": rows, "marks": marks}
 
@@ -255,11 +320,18 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
         for rep in range(args.repeat):
             for variant in variants[rep % 3 :] + variants[: rep % 3]:  # each variant first once in 3
                 if variant == "fedwsa":
-                    r = run_cli([*OVERHEAD_ARGS, f"seed={args.seed}"], Path(tmp) / f"sim{rep}")
+                    r = run_cli([*OVERHEAD_ARGS, f"seed={args.seed}"], Path(tmp) / f"sim{rep}", busy=True)
                     r["rows"] = r["rows"][1:]  # round 0 is the initial model
+                    n = len(r["rows"])
+                    span = (r["t0"] + r["marks"]["round_1"], r["t0"] + r["marks"][f"round_{n}"])
                 else:
                     shuffle = 1000 + rep if variant == "plain_random_order" else None
+                    watcher = Busy(psutil.Process().children) if args.workers == 2 else None
                     r = plain_federation(cfg, workers=args.workers, shuffle_seed=shuffle)
+                    r["busy"] = watcher
+                    span = (r["rows"][0]["ended_at"], r["rows"][-1]["ended_at"])
+                if r["busy"] is not None:  # rounds 2-5: seconds per round with 2, 1, 0 processes training
+                    r["busy"] = r["busy"].split(*span, rounds=len(r["rows"]) - 1)
                 runs[variant].append(r)
                 times = [row["round_time_s"] for row in r["rows"]]
                 print(f"rep {rep} {variant:>6}: rounds {[round(x, 2) for x in times]} s, "
@@ -273,6 +345,7 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
             "round_1_s": median([r["rows"][0]["round_time_s"] for r in rs]),
             "final_accuracy": rs[0]["rows"][-1]["test_accuracy"],
             "same_accuracy_every_rep": len({r["rows"][-1]["test_accuracy"] for r in rs}) == 1,
+            **{k: median([r["busy"][k] for r in rs]) for k in ("both_train_s", "one_waits_s", "both_wait_s")},
         })  # fmt: skip
     ratio = summary[0]["median_round_s"] / summary[1]["median_round_s"]
     steady_ratio = summary[0]["median_round_2_to_5_s"] / summary[1]["median_round_2_to_5_s"]

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.launch import PROJECT_DIR, LaunchError
 from fedwsa import checkpoint
 from fedwsa.checkpoint import CheckpointError
-from fedwsa.client import experiment_data, partitions
+from fedwsa.client import experiment_data, partitions, release_data
 from fedwsa.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.data import DatasetUnavailable
 from fedwsa.partition import PartitionError
@@ -177,6 +177,8 @@ def prepare(exp: ExperimentConfig) -> None:
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(record, indent=1))
+    del ds
+    release_data()  # the launcher itself trains nothing: free its copy for the run
 
 
 def execute(cfg: DictConfig, launch: Callable[[ExperimentConfig], None], what: str) -> None:

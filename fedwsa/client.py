@@ -40,6 +40,13 @@ def experiment_data(cfg: ExperimentConfig) -> Dataset:
     return _data(d.name, d.root, d.download, cfg.validation, cfg.seeds.validation)
 
 
+def release_data() -> None:
+    """Drop the cached datasets and splits (the launcher's pre-check does not need them
+    while the run's own processes train: ~220 MB for Fashion-MNIST)."""
+    _data.cache_clear()
+    partitions.cache_clear()
+
+
 @lru_cache(maxsize=4)
 def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
     """All clients' train index sets (cached: computed once per process and config)."""
