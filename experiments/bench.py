@@ -126,49 +126,64 @@ FLOWER_MARKS = {
 }
 
 
+Finder = Callable[[], list[psutil.Process]]
+
+
 class Busy:
     """Samples, every ``period`` s, the CPU use of two training processes (Ray's client
-    actors or the plain loop's workers): the time both train, one waits, or both wait."""
+    actors or the plain loop's workers): the time both train, one waits, or both wait;
+    and, given ``others``, the CPU the run's other processes use while both train."""
 
-    def __init__(self, find: Callable[[], list[psutil.Process]], period: float = 0.05) -> None:
-        self.find, self.period = find, period
-        self.samples: list[tuple[float, float, int]] = []  # (time, dt, processes > 50 % busy)
+    def __init__(self, find: Finder, others: Finder | None = None, period: float = 0.05) -> None:
+        self.find, self.others, self.period = find, others, period
+        # (time, dt, processes > 50 % busy, CPU seconds of the other processes in dt)
+        self.samples: list[tuple[float, float, int, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         procs: list[psutil.Process] = []
-        prev: tuple[float, list[float]] | None = None
+        rest: list[psutil.Process] = []
+        prev: tuple[float, list[float], float] | None = None
         while not self._stop.wait(self.period):
             if len(procs) != 2:
                 procs, prev = self.find(), None
+                mine = {p.pid for p in procs}
+                rest = [p for p in self.others() if p.pid not in mine] if self.others and procs else []
                 continue
             try:
                 cpu = [float(sum(p.cpu_times()[:2])) for p in procs]
             except psutil.Error:
                 procs, prev = [], None
                 continue
+            other = 0.0
+            for p in rest:
+                with contextlib.suppress(psutil.Error):
+                    other += float(sum(p.cpu_times()[:2]))
             now = time.perf_counter()
             if prev is not None:
                 dt = now - prev[0]
-                self.samples.append(
-                    (now, dt, sum((c - c0) / dt > 0.5 for c, c0 in zip(cpu, prev[1], strict=True)))
-                )
-            prev = (now, cpu)
+                busy = sum((c - c0) / dt > 0.5 for c, c0 in zip(cpu, prev[1], strict=True))
+                self.samples.append((now, dt, busy, max(other - prev[2], 0.0)))
+            prev = (now, cpu, other)
 
-    def split(self, start: float, end: float, rounds: int) -> dict[str, float]:
+    def split(self, start: float, end: float, rounds: int) -> dict[str, float | None]:
         """Seconds per round with 2, 1 and 0 of the processes training, in ``[start, end]``."""
         self._stop.set()
         self._thread.join(timeout=5)
         busy = {2: 0.0, 1: 0.0, 0: 0.0}
-        for t, dt, n in self.samples:
+        other_cpu = 0.0
+        for t, dt, n, other in self.samples:
             if start <= t <= end:
                 busy[n] += dt
+                other_cpu += other if n == 2 else 0.0
         return {
             "both_train_s": busy[2] / rounds,
             "one_waits_s": busy[1] / rounds,
             "both_wait_s": busy[0] / rounds,
+            # CPU seconds per second used by the run's other processes while both train
+            "others_cpu_while_both_train": other_cpu / busy[2] if busy[2] and self.others else None,
         }
 
 
@@ -181,7 +196,12 @@ def run_cli(args: list[str], out: Path, watch: bool = False, busy: bool = False)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     w = Watch(proc.pid) if watch else None
-    b = Busy(lambda: descendants(proc.pid, "ClientAppActor")) if busy else None
+    b = None
+    if busy:  # the two client actors; the others: the launcher and all its other descendants
+        b = Busy(
+            lambda: descendants(proc.pid, "ClientAppActor"),
+            lambda: [psutil.Process(proc.pid), *descendants(proc.pid, "")],
+        )
     marks: dict[str, float] = {}
     lines = []
     assert proc.stdout is not None
@@ -346,6 +366,8 @@ def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
             "final_accuracy": rs[0]["rows"][-1]["test_accuracy"],
             "same_accuracy_every_rep": len({r["rows"][-1]["test_accuracy"] for r in rs}) == 1,
             **{k: median([r["busy"][k] for r in rs]) for k in ("both_train_s", "one_waits_s", "both_wait_s")},
+            "others_cpu_while_both_train": rs[0]["busy"]["others_cpu_while_both_train"]
+            and median([r["busy"]["others_cpu_while_both_train"] for r in rs]),
         })  # fmt: skip
     ratio = summary[0]["median_round_s"] / summary[1]["median_round_s"]
     steady_ratio = summary[0]["median_round_2_to_5_s"] / summary[1]["median_round_2_to_5_s"]
