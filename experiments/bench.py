@@ -6,7 +6,9 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
 
 - ``overhead``: the same federated workload through fedwsa's Flower simulation and
   through a plain PyTorch loop (``plain_federation`` below) that does the same local
-  training, averaging and evaluation and nothing else; wall time per round and ratio.
+  training, averaging and evaluation and nothing else (in partition order and in a random
+  order); wall time per round, ratio, and each round split into time with both training
+  processes busy, one waiting and both waiting (:class:`Busy`).
 - ``step``: one local SGD step with plain cross-entropy, FedProx and WSA (kl, w2), fused
   and autograd, on the NIID-Bench CNN and the VGG-style model (random input).
 - ``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
