@@ -6,9 +6,11 @@ Runs ``python -m experiments.run <overrides>``; once the given round has finishe
 samples every Python process of the run (launcher, SuperLink, simulation process, Ray
 actors) with ``py-spy record`` for ``--seconds``, then prints for each process the
 functions that were on the stack most often (inclusive: a function counts once per
-sample when it or anything it called was running). Raw collapsed stacks are kept in
+sample when it or anything it called was running; py-spy's idle filter is not perfect,
+so some waiting threads are counted too). Raw collapsed stacks are kept in
 ``--out`` for flame graphs. Needs ``py-spy`` (``pip install py-spy``; not a dependency
-of fedwsa) and permission to trace the processes (root, or ptrace_scope 0).
+of fedwsa) and permission to trace the processes (root, or ptrace_scope 0). py-spy's own
+sampling takes CPU from the run: read shares here, and time with ``experiments.bench``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ def frames(stack: str) -> list[str]:
     """``func (file:line)`` frames of one collapsed stack, outermost first, without the
     line numbers (so a function counts once however many lines of it were sampled)."""
     out = []
-    for frame in stack.split(";")[1:]:  # the first entry names the process/thread
+    for frame in stack.split(";"):
         name, _, where = frame.partition(" (")
-        out.append(f"{name} ({where.rsplit(':', 1)[0].split('site-packages/')[-1]}")
+        path = where.rstrip(")").rsplit(":", 1)[0].split("site-packages/")[-1]
+        out.append(f"{name} ({path})")
     return out
 
 
@@ -54,15 +56,6 @@ def summarise(raw: Path, top: int) -> dict[str, Any]:
         for f in set(frames(stack)):
             inclusive[f] += n
     return {"samples": total, "top": [(f, n / max(total, 1)) for f, n in inclusive.most_common(top)]}
-
-
-def cpu_seconds(p: psutil.Process) -> float:
-    """User + system CPU time of ``p`` so far (0 once it has gone)."""
-    try:
-        t = p.cpu_times()
-        return float(t.user + t.system)
-    except psutil.NoSuchProcess:
-        return 0.0
 
 
 def label(p: psutil.Process) -> str:
@@ -93,16 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={out / 'run'}", *args.overrides]
     run = subprocess.Popen(cmd, cwd=PROJECT_DIR, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     spies: list[tuple[str, int, subprocess.Popen[bytes]]] = []
-    cpu: dict[int, float] = {}  # CPU seconds per second of each process over the sampled window
-    watched: list[psutil.Process] = []
-    t0 = 0.0
     assert run.stdout is not None
     for line in run.stdout:
         print(line, end="", flush=True)
         if not spies and f"round {args.after_round:>3}/" in line:
             procs = [*psutil.Process(run.pid).children(recursive=True), psutil.Process(run.pid)]
-            watched, t0 = procs, time.perf_counter()
-            cpu = {p.pid: -cpu_seconds(p) for p in procs}
             for proc in procs:
                 name = label(proc)  # py-spy fails on the non-Python ones (raylet, ...): no file
                 target = out / f"{name.replace(' ', '_')}-{proc.pid}.txt"
@@ -111,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
                            "--nonblocking"]  # fmt: skip
                 spy_proc = subprocess.Popen(spy_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 spies.append((name, proc.pid, spy_proc))
-        if t0 and all(s.poll() is not None for _, _, s in spies):  # window over: CPU used in it
-            window = time.perf_counter() - t0
-            cpu = {p.pid: (cpu[p.pid] + cpu_seconds(p)) / window for p in watched}
-            t0 = 0.0
     run.wait()
     for _, _, spy_proc in spies:
         spy_proc.wait()
+    if run.returncode != 0:
+        raise SystemExit(f"profile_run: the run failed (exit {run.returncode}); its output is above")
+    if not spies:
+        raise SystemExit(f"profile_run: the run ended before round {args.after_round}: nothing sampled")
     summary = {}
     for name, pid, _ in spies:
         raw = out / f"{name.replace(' ', '_')}-{pid}.txt"
@@ -126,10 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         s = summarise(raw, args.top)
         if not s["samples"]:
             continue
-        s["cpu_s_per_s"] = None if t0 else cpu.get(pid)
         summary[f"{name} ({pid})"] = s
-        used = "CPU not measured" if s["cpu_s_per_s"] is None else f"{s['cpu_s_per_s']:.2f} CPU-s/s"
-        print(f"\n== {name} (pid {pid}): {used}; {s['samples']} stack samples")
+        print(f"\n== {name} (pid {pid}): {s['samples']} stack samples")
         for f, share in s["top"]:
             print(f"  {100 * share:5.1f} %  {f}")
     doc = {"command": cmd, "after_round": args.after_round, "seconds": args.seconds, "rate": RATE,
