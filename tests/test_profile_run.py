@@ -9,7 +9,7 @@ Thread.run (threading.py:982);h (pkg/c.py:1) 4
 """  # py-spy record --format raw: outermost frame first, then the sample count
 
 
-def test_frames_drop_the_process_entry_line_numbers_and_site_packages():
+def test_frames_drop_line_numbers_and_site_packages():
     stack = RAW.splitlines()[0].rpartition(" ")[0]
     assert frames(stack) == ["Thread.run (threading.py)", "f (pkg/a.py)", "g (pkg/b.py)"]
 
