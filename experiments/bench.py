@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import itertools
 import json
 import multiprocessing as mp
 import platform
@@ -442,23 +441,20 @@ def bench_step(args: argparse.Namespace) -> dict[str, Any]:
 
 def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
     """Median number of images the sampled clients trained on per round (from the run's
-    own config.json: partition sizes, ``epochs`` or ``local_steps`` x ``batch_size``)."""
+    own config.json: partition sizes, and the batches ``fedwsa.train.local_batches`` takes)."""
     from fedwsa.client import partitions
     from fedwsa.config import ExperimentConfig
+    from fedwsa.train import local_batches
 
     cfg = ExperimentConfig.from_json(json.dumps(json.loads((out / "config.json").read_text())["config"]))
     sizes = [len(p) for p in partitions(cfg)]
 
-    def trained(s: int) -> int:  # batches of consecutive passes, as fedwsa.train.train takes them
-        one_pass = [cfg.batch_size] * (s // cfg.batch_size) + (
-            [s % cfg.batch_size] if s % cfg.batch_size else []
-        )
-        if not cfg.local_steps:
-            return cfg.epochs * s
-        return sum(itertools.islice(itertools.cycle(one_pass), cfg.local_steps)) if s else 0
+    def trained(s: int) -> int:
+        idx = torch.arange(s)
+        return sum(len(yb) for _, yb in local_batches(idx, idx, cfg.batch_size, epochs=cfg.epochs,
+                                                      steps=cfg.local_steps))  # fmt: skip
 
-    per_client = [trained(s) for s in sizes]
-    return median([sum(per_client[c] for c in row["clients"]) for row in rows])
+    return median([sum(trained(sizes[c]) for c in row["clients"]) for row in rows])
 
 
 # Same work per sampled client at every size: ``SCALE_STEPS`` full batches of ``SCALE_BATCH``

@@ -36,6 +36,20 @@ def batches(
         yield x[idx], y[idx]
 
 
+def local_batches(
+    x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator | None = None, *,
+    epochs: int, steps: int = 0,
+) -> Iterator[tuple[Tensor, Tensor]]:  # fmt: skip
+    """The mini-batches of one round of local training: ``epochs`` reshuffled passes, or,
+    with ``steps > 0``, exactly ``steps`` batches of consecutive reshuffled passes (so
+    ``steps = k * ceil(n / batch_size)`` is the same as ``epochs = k``; none without data)."""
+    passes: Iterable[int] = range(epochs)
+    if steps > 0:  # as many passes as needed, cut at ``steps``
+        passes = itertools.count() if x.shape[0] > 0 else ()
+    stream = (b for _ in passes for b in batches(x, y, batch_size, generator))
+    return itertools.islice(stream, steps or None)
+
+
 def sgd_step(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -79,19 +93,14 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
-    ``steps > 0``: exactly that many SGD steps instead of ``epochs`` passes, taking the
-    batches of consecutive reshuffled passes (so ``steps = k * ceil(n / batch_size)`` is
-    the same training as ``epochs = k``). ``regularizer=None`` is plain training (FedAvg's
-    local step); ``fused``: see :func:`sgd_step`.
+    ``steps > 0``: exactly that many SGD steps instead of ``epochs`` passes (see
+    :func:`local_batches`). ``regularizer=None`` is plain training (FedAvg's local step);
+    ``fused``: see :func:`sgd_step`.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
-    passes: Iterable[int] = range(epochs)
-    if steps > 0:  # as many passes as needed (none without data), cut at ``steps``
-        passes = itertools.count() if x.shape[0] > 0 else ()
-    stream = (b for _ in passes for b in batches(x, y, batch_size, generator))
     total, seen, taken = 0.0, 0, 0
-    for xb, yb in itertools.islice(stream, steps or None):
+    for xb, yb in local_batches(x, y, batch_size, generator, epochs=epochs, steps=steps):
         task = sgd_step(model, opt, xb, yb, regularizer, fused)
         total += task.item() * yb.shape[0]
         seen += yb.shape[0]
