@@ -443,10 +443,10 @@ def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
     """Median number of images the sampled clients trained on per round (from the run's
     own config.json: partition sizes, and the batches ``fedwsa.train.local_batches`` takes)."""
     from fedwsa.client import partitions
-    from fedwsa.config import ExperimentConfig
+    from fedwsa.config import from_dict
     from fedwsa.train import local_batches
 
-    cfg = ExperimentConfig.from_json(json.dumps(json.loads((out / "config.json").read_text())["config"]))
+    cfg = from_dict(json.loads((out / "config.json").read_text())["config"])
     sizes = [len(p) for p in partitions(cfg)]
 
     def trained(s: int) -> int:

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.launch import PROJECT_DIR, LaunchError
+from experiments.launch import PROJECT_DIR, LaunchError, read_status
 from fedwsa import checkpoint
 from fedwsa.checkpoint import CheckpointError
 from fedwsa.client import experiment_data, partitions, release_data
@@ -105,12 +105,13 @@ def code_version() -> str:
 def already_finished(exp: ExperimentConfig) -> bool:
     """True when ``out_dir`` holds a finished run of exactly this config (sweeps skip it)."""
     out = Path(exp.out_dir)
+    if read_status(out)[1] != "finished":
+        return False
     try:
-        done = json.loads((out / "metrics.json").read_text())["status"] == "finished"
         stored = from_dict(json.loads((out / "config.json").read_text())["config"])
     except (OSError, ValueError, KeyError):
         return False
-    return done and stored.identity() == exp.identity()
+    return stored.identity() == exp.identity()
 
 
 def check_resume(exp: ExperimentConfig) -> None:
