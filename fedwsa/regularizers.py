@@ -8,14 +8,13 @@ setting at 0 returns ``None``, which is plain FedAvg training.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedwsa.wsa import EPS, wsa_penalty
+from fedwsa.wsa import DISTANCES, add_wsa_grad_, wsa_penalty
 
 
 def proximal_term(params: Sequence[Tensor], anchor: Sequence[Tensor], mu: float) -> Tensor:
@@ -72,22 +71,14 @@ class Proximal(Regularizer):
 class WSA(Regularizer):
     r"""WSA: :math:`\lambda \sum_l D(N(\mu_l,\sigma_l^2)\|N(\mu^*_l,\sigma^{*2}_l))`.
 
-    Fused gradient of one layer with ``n`` weights, from :math:`\partial\mu/\partial w_i =
-    1/n` and :math:`\partial\sigma/\partial w_i = (w_i-\mu)/(n\sigma)`:
-
-    .. math:: \frac{\partial D}{\partial w_i} = \frac{1}{n}\frac{\partial D}{\partial\mu}
-              + \frac{\partial D}{\partial\sigma}\,\frac{w_i-\mu}{n\sigma}
-
-    with, for KL, :math:`\partial D/\partial\mu = (\mu-\mu^*)/\sigma^{*2}` and
-    :math:`\partial D/\partial\sigma = \sigma/\sigma^{*2} - 1/\sigma`; for W2,
-    :math:`2(\mu-\mu^*)` and :math:`2(\sigma-\sigma^*)`.
+    The fused gradient of each layer is :func:`fedwsa.wsa.add_wsa_grad_`, beside its distance.
     """
 
     def __init__(self, target: np.ndarray, names: Sequence[str], lam: float, distance: str) -> None:
         self.target_t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
         self.targets = [(float(m), float(s)) for m, s in np.asarray(target, dtype=np.float64).reshape(-1, 2)]
         self.names, self.lam, self.distance = list(names), lam, distance
-        if distance not in ("kl", "w2"):
+        if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}")
 
     def __call__(self, model: nn.Module) -> Tensor:
@@ -100,17 +91,7 @@ class WSA(Regularizer):
         if len(self.names) != len(self.targets):
             raise ValueError(f"{len(self.names)} scoped tensors but a target scope of {len(self.targets)}")
         for name, (mu_t, sigma_t) in zip(self.names, self.targets, strict=True):
-            w = params[name]
-            var, mean = torch.var_mean(w, correction=0)
-            mu, sigma = float(mean), math.sqrt(float(var) + EPS)
-            if self.distance == "kl":
-                d_mu, d_sigma = (mu - mu_t) / sigma_t**2, sigma / sigma_t**2 - 1.0 / sigma
-            else:
-                d_mu, d_sigma = 2.0 * (mu - mu_t), 2.0 * (sigma - sigma_t)
-            n = w.numel()
-            c1 = self.lam * d_sigma / (n * sigma)  # coefficient of w_i
-            c0 = self.lam * d_mu / n - c1 * mu  # constant
-            _grad(w).add_(w, alpha=c1).add_(c0)
+            add_wsa_grad_(params[name], mu_t, sigma_t, self.lam, self.distance)
 
 
 class Sum(Regularizer):

@@ -11,6 +11,7 @@ A *scope* is an ``(L, 2)`` float64 array: row ``l`` holds ``(mu_l, sigma_l)`` of
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
@@ -76,6 +77,14 @@ def kl_distance(mu: Tensor, sigma: Tensor, mu_t: Tensor, sigma_t: Tensor) -> Ten
     return torch.log(sigma_t / sigma) + (sigma**2 + (mu - mu_t) ** 2) / (2 * sigma_t**2) - 0.5
 
 
+def kl_partials(mu: float, sigma: float, mu_t: float, sigma_t: float) -> tuple[float, float]:
+    r""":math:`(\partial D/\partial\mu,\ \partial D/\partial\sigma)` of :func:`kl_distance`.
+
+    .. math:: \frac{\mu-\mu^*}{\sigma^{*2}}, \qquad \frac{\sigma}{\sigma^{*2}} - \frac{1}{\sigma}
+    """
+    return (mu - mu_t) / sigma_t**2, sigma / sigma_t**2 - 1.0 / sigma
+
+
 def w2_distance(mu: Tensor, sigma: Tensor, mu_t: Tensor, sigma_t: Tensor) -> Tensor:
     r"""Squared 2-Wasserstein distance of two 1-D Gaussians.
 
@@ -84,10 +93,49 @@ def w2_distance(mu: Tensor, sigma: Tensor, mu_t: Tensor, sigma_t: Tensor) -> Ten
     return (mu - mu_t) ** 2 + (sigma - sigma_t) ** 2
 
 
+def w2_partials(mu: float, sigma: float, mu_t: float, sigma_t: float) -> tuple[float, float]:
+    r""":math:`(\partial D/\partial\mu,\ \partial D/\partial\sigma)` of :func:`w2_distance`.
+
+    .. math:: 2(\mu-\mu^*), \qquad 2(\sigma-\sigma^*)
+    """
+    return 2.0 * (mu - mu_t), 2.0 * (sigma - sigma_t)
+
+
 _DISTANCE_FNS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]] = {
     "kl": kl_distance,
     "w2": w2_distance,
 }
+_PARTIALS: dict[str, Callable[[float, float, float, float], tuple[float, float]]] = {
+    "kl": kl_partials,
+    "w2": w2_partials,
+}
+
+
+@torch.no_grad()
+def add_wsa_grad_(w: Tensor, mu_t: float, sigma_t: float, lam: float, distance: str) -> None:
+    r"""Add the gradient of :math:`\lambda D(N(\mu,\sigma^2)\|N(\mu^*,\sigma^{*2}))` to ``w.grad``.
+
+    From :math:`\partial\mu/\partial w_i = 1/n` and
+    :math:`\partial\sigma/\partial w_i = (w_i-\mu)/(n\sigma)`, for a tensor of ``n`` weights:
+
+    .. math:: \frac{\partial D}{\partial w_i} = \frac{1}{n}\frac{\partial D}{\partial\mu}
+              + \frac{\partial D}{\partial\sigma}\,\frac{w_i-\mu}{n\sigma}
+
+    computed in this centred form: ``c = w - mean(w)`` in the tensor's dtype, less its own
+    rounding residual ``r = mean(c)``, so that the result keeps its precision when
+    :math:`\sigma \ll |\mu|` (a constant tensor, say), as autograd's does; the partials are
+    :func:`kl_partials` / :func:`w2_partials`.
+    """
+    var, mean = torch.var_mean(w, correction=0)
+    centred = w - mean
+    r = float(centred.mean())
+    mu, sigma = float(mean) + r, math.sqrt(float(var) + EPS)
+    d_mu, d_sigma = _PARTIALS[distance](mu, sigma, mu_t, sigma_t)
+    n = w.numel()
+    c1 = lam * d_sigma / (n * sigma)
+    if w.grad is None:
+        w.grad = torch.zeros_like(w)
+    w.grad.add_(centred, alpha=c1).add_(lam * d_mu / n - c1 * r)
 
 
 def wsa_penalty(params: Sequence[Tensor], target: Tensor, distance: str = "kl") -> Tensor:

@@ -9,7 +9,7 @@ import torch
 from fedwsa.models import MLP, build_model
 from fedwsa.regularizers import make_regularizer, make_wsa, proximal_term
 from fedwsa.train import train
-from fedwsa.wsa import model_scope, scoped_names
+from fedwsa.wsa import model_scope, scoped_names, wsa_penalty
 
 
 def test_proximal_by_hand():
@@ -153,3 +153,23 @@ def test_fused_and_autograd_training_agree():
         out[fused] = [p.detach() for p in m.parameters()]
     for a, b in zip(out[True], out[False], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)  # float rounding only
+
+
+@pytest.mark.parametrize(
+    ("distance", "mu", "sigma"),
+    [("kl", 0.3, 0.0), ("w2", 0.3, 0.0), ("kl", 0.5, 1e-3), ("w2", 0.5, 1e-3), ("kl", -2.0, 1e-2)],
+)
+def test_fused_gradient_keeps_its_precision_when_sigma_is_much_smaller_than_mu(distance, mu, sigma):
+    """The fused gradient in float32 against float64 autograd, where ``c1 * w + c0`` (with
+    ``c0 = ... - c1 * mu``) cancels: a constant tensor (sigma 0) and sigma << |mu|."""
+    torch.manual_seed(3)
+    w32 = (mu + sigma * torch.randn(4096)).float()
+    w32 = (w32 - w32.mean() + mu) if sigma else torch.full((4096,), mu)
+    target = np.array([[0.4, 0.05]])
+    layer = _Layer(w32.tolist())
+    make_wsa(target, ["w"], 1.0, distance).add_grad(layer)
+    w64 = w32.double().requires_grad_(True)
+    wsa_penalty([w64], torch.as_tensor(target), distance).backward()  # lambda 1, float64
+    ref = w64.grad.numpy()
+    err = np.abs(layer.w.grad.double().numpy() - ref).max() / np.abs(ref).max()
+    assert err < 1e-6, err
