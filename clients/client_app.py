@@ -11,10 +11,10 @@ from functools import lru_cache
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedwsa.client import local_round
-from fedwsa.config import ExperimentConfig
-from fedwsa.faults import inject, test_delay
-from fedwsa.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
+from fedwsa.run.client import local_round
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
+from tests.faults import inject, test_delay
 
 app = ClientApp()
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fedwsa.report import find_runs, group_runs, label_runs
+from fedwsa.run.report import find_runs, group_runs, label_runs
 
 COMMON = ["dataset=fmnist", "num_clients=10", "fraction_train=1.0", "epochs=1", "batch_size=64",
           "lr=0.01", "momentum=0.9", "weight_decay=1e-5"]  # fmt: skip

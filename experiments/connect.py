@@ -16,11 +16,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.common import fail, report_errors
+from experiments.launch.preflight import fail, report_errors
 from experiments.plots import plot_connect
-from fedwsa.config import ConfigError
 from fedwsa.connect import ConnectSettings, run_connect
 from fedwsa.data import load_dataset
+from fedwsa.run.config import ConfigError
 
 CHOICES = {
     "subsets": ("full", "halves", "dirichlet"),

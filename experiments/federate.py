@@ -15,8 +15,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.common import execute, preflight_dirs, preflight_groups
-from experiments.launch import federate
+from experiments.launch.flower import federate
+from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")

@@ -6,11 +6,17 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedwsa.regularizers import Regularizer
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (e.g. base seed, round, partition id)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedwsa.wire import METRICS, TARGET_MU, TARGET_SIGMA, decode_reply, encode_scope
+from fedwsa.run.wire import METRICS, TARGET_MU, TARGET_SIGMA, decode_reply, encode_scope
 from fedwsa.wsa import align_to_scope, next_target, scope_of_arrays
 
 

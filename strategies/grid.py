@@ -25,7 +25,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedwsa.wire import CONFIG, PARTITION_ID
+from fedwsa.run.wire import CONFIG, PARTITION_ID
 
 
 class PartitionGrid(Grid):

@@ -17,14 +17,13 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from fedwsa import checkpoint
-from fedwsa.checkpoint import Checkpoint
-from fedwsa.client import experiment_data, new_model
-from fedwsa.config import ExperimentConfig
-from fedwsa.results import RunLog, scope_stats
 from fedwsa.robust import clip_updates
-from fedwsa.train import evaluate
-from fedwsa.wire import (
+from fedwsa.run import checkpoint
+from fedwsa.run.checkpoint import Checkpoint
+from fedwsa.run.client import experiment_data, new_model
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.results import RunLog, scope_stats
+from fedwsa.run.wire import (
     ARRAYS,
     ENGINE_KEY,
     FINISHED,
@@ -34,6 +33,7 @@ from fedwsa.wire import (
     decode_reply,
     encode_train,
 )
+from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
@@ -42,7 +42,7 @@ app = ServerApp()
 
 
 class Recorder:
-    """Flower callbacks that turn each round into a row of results (see fedwsa.results)."""
+    """Flower callbacks that turn each round into a row of results (see fedwsa.run.results)."""
 
     def __init__(self, cfg: ExperimentConfig, grid: PartitionGrid) -> None:
         self.cfg, self.grid = cfg, grid
@@ -55,7 +55,7 @@ class Recorder:
         self.train_info: dict[str, Any] = {}
 
     def check_reply(self, reply: Message) -> str | None:
-        """Reject replies that must not reach the global model (see ``fedwsa.wire.check_reply``)."""
+        """Reject replies that must not reach the global model (see ``fedwsa.run.wire.check_reply``)."""
         content = reply.content
         if len(content.array_records) != 1 or len(content.metric_records) != 1:
             return "expected one ArrayRecord and one MetricRecord"

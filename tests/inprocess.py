@@ -8,8 +8,8 @@ starting Flower. Like Flower, a ClientApp that raises becomes an error reply.
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 
 from clients.client_app import query, train
-from fedwsa.config import ExperimentConfig
-from fedwsa.wire import ROUND
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.wire import ROUND
 
 
 class Crash(Exception):

@@ -7,9 +7,9 @@ import signal
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.common import CONF_DIR, execute, preflight_dirs
-from fedwsa import checkpoint
-from fedwsa.checkpoint import Checkpoint
+from experiments.launch.preflight import CONF_DIR, execute, preflight_dirs
+from fedwsa.run import checkpoint
+from fedwsa.run.checkpoint import Checkpoint
 
 
 def _execute(overrides, capsys):

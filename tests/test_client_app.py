@@ -7,9 +7,9 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
 from clients.client_app import query, train
-from fedwsa.client import local_round, new_model
-from fedwsa.config import ExperimentConfig, StrategyConfig
-from fedwsa.wire import TrainSettings, decode_reply, encode_train
+from fedwsa.run.client import local_round, new_model
+from fedwsa.run.config import ExperimentConfig, StrategyConfig
+from fedwsa.run.wire import TrainSettings, decode_reply, encode_train
 from fedwsa.wsa import model_scope, scoped_names
 
 CFG = ExperimentConfig(

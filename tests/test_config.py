@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from fedwsa.config import ConfigError, ExperimentConfig, from_dict
+from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 
 GOOD = dataclasses.asdict(ExperimentConfig(out_dir="/tmp/x"))
 

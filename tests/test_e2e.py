@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from fedwsa.faults import DELAY_ENV
+from tests.faults import DELAY_ENV
 from tests.helpers import ROOT, SMALL, flower_pids, metrics, run_entry, same_metrics
 
 pytestmark = pytest.mark.slow

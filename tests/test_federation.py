@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from experiments.launch import flower_env, free_port
+from experiments.launch.flower import flower_env
+from experiments.launch.processes import free_port
 from tests.helpers import ROOT, flower_pids, metrics, run_entry, same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]

@@ -2,7 +2,7 @@
 
 from flwr.cli.build import build_fab_from_disk
 
-from experiments.launch import PROJECT_DIR, stage_app
+from experiments.launch.flower import PROJECT_DIR, stage_app
 
 
 def test_staged_app_builds_the_same_fab_as_the_project_folder(tmp_path):

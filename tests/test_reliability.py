@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from fedwsa import checkpoint
-from fedwsa.checkpoint import Checkpoint, CheckpointError
-from fedwsa.client import local_round, new_model
-from fedwsa.config import ExperimentConfig, StrategyConfig, validate
-from fedwsa.faults import KINDS
 from fedwsa.robust import clip_updates
-from fedwsa.wire import TrainSettings
+from fedwsa.run import checkpoint
+from fedwsa.run.checkpoint import Checkpoint, CheckpointError
+from fedwsa.run.client import local_round, new_model
+from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
+from fedwsa.run.wire import TrainSettings
 from fedwsa.wsa import model_scope, next_target, scoped_names
 from strategies.server_app import RunFailed, run
+from tests.faults import KINDS
 from tests.helpers import metrics
 from tests.inprocess import Crash, LocalGrid
 
@@ -244,7 +244,7 @@ def test_clipping_in_the_loop_runs(tmp_path, capsys):
 
 def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):
     """experiments.bench overhead compares against this loop: it must compute the same run."""
-    from experiments.bench import plain_federation
+    from experiments.bench.overhead import plain_federation
 
     cfg = _cfg(tmp_path, "plain", num_clients=3, num_rounds=2, fraction_train=1.0,
                strategy=StrategyConfig(name="fedavg"))  # fmt: skip

@@ -5,8 +5,16 @@ import json
 import pytest
 
 from experiments.report import main as report_main
-from fedwsa.config import ExperimentConfig, StrategyConfig
-from fedwsa.report import ReportError, check_comparable, find_runs, label_runs, mean_std, rounds_to, summary
+from fedwsa.run.config import ExperimentConfig, StrategyConfig
+from fedwsa.run.report import (
+    ReportError,
+    check_comparable,
+    find_runs,
+    label_runs,
+    mean_std,
+    rounds_to,
+    summary,
+)
 
 LAYERS = ["w1", "w2"]
 SPREAD = {"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]}

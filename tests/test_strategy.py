@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-from fedwsa.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, encode_reply
+from fedwsa.run.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, encode_reply
 from fedwsa.wsa import array_scope, fuse_scopes
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, MetricRecord
 
-from fedwsa.wire import (
+from fedwsa.run.wire import (
     TrainReply,
     TrainSettings,
     check_reply,

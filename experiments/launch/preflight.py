@@ -19,15 +19,16 @@ from typing import Any, NoReturn
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.launch import PROJECT_DIR, LaunchError, read_status
-from fedwsa import checkpoint
-from fedwsa.checkpoint import CheckpointError
-from fedwsa.client import experiment_data, partitions, release_data
-from fedwsa.config import ConfigError, ExperimentConfig, from_dict
+from experiments.launch.flower import PROJECT_DIR, read_status
+from experiments.launch.processes import LaunchError
 from fedwsa.data import DatasetUnavailable
 from fedwsa.partition import PartitionError
+from fedwsa.run import checkpoint
+from fedwsa.run.checkpoint import CheckpointError
+from fedwsa.run.client import experiment_data, partitions, release_data
+from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
 
 

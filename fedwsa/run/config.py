@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedwsa.data import DATASETS
-from fedwsa.faults import parse_faults
 from fedwsa.models import MODELS, build_model
 from fedwsa.partition import PARTITIONS
 from fedwsa.wsa import DISTANCES, FUSIONS
+from tests.faults import parse_faults
 
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}

@@ -8,7 +8,7 @@ Files in the run's output directory:
 - ``scopes.json``: ``{"layers": [...], "rounds": [...]}`` with, per round, the global
   model's scope, the target scope (FedWSA) and the mean and std of the client scopes;
 - ``model.pt``: the final global ``state_dict``;
-- ``checkpoints/``: the server's checkpoints (see :mod:`fedwsa.checkpoint`).
+- ``checkpoints/``: the server's checkpoints (see :mod:`fedwsa.run.checkpoint`).
 
 ``status`` is ``running``, ``finished`` or ``failed`` (then ``error`` says why).
 """

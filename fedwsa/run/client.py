@@ -12,19 +12,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedwsa.config import ExperimentConfig
 from fedwsa.data import Dataset, holdout, load_dataset
 from fedwsa.models import build_model
 from fedwsa.partition import partition
 from fedwsa.regularizers import make_regularizer
-from fedwsa.train import train
-from fedwsa.wire import TrainReply, TrainSettings
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.wire import TrainReply, TrainSettings
+from fedwsa.train import derive_seed, train
 from fedwsa.wsa import model_scope, scoped_names
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from several integers (e.g. base seed, round, partition id)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 @lru_cache(maxsize=2)

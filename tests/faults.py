@@ -2,7 +2,7 @@
 
 ``test_fault`` in the config is a comma-separated list of ``PARTITION:KIND`` (``PARTITION``
 may be ``all``), e.g. ``test_fault=1:nan_params,2:raise``. It is empty in real runs.
-Each kind breaks one thing the server must catch (see ``fedwsa.wire.check_reply``).
+Each kind breaks one thing the server must catch (see ``fedwsa.run.wire.check_reply``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedwsa.wire import TrainReply
+from fedwsa.run.wire import TrainReply
 
 KINDS: tuple[str, ...] = (
     "raise", "nan_params", "inf_params", "wrong_shape", "missing_param", "extra_param",

@@ -1,0 +1,80 @@
+"""``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
+processes together, time per round, time to start; with one epoch of each sampled
+client's data (which shrinks as clients grow) and with the same work per sampled client
+at every size (``local_steps`` steps of equal batches)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from experiments.bench.probes import median, run_cli, table
+
+
+def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
+    """Median number of images the sampled clients trained on per round (from the run's
+    own config.json: partition sizes, and the batches ``fedwsa.train.local_batches`` takes)."""
+    from fedwsa.run.client import partitions
+    from fedwsa.run.config import from_dict
+    from fedwsa.train import local_batches
+
+    cfg = from_dict(json.loads((out / "config.json").read_text())["config"])
+    sizes = [len(p) for p in partitions(cfg)]
+
+    def trained(s: int) -> int:
+        idx = torch.arange(s)
+        return sum(len(yb) for _, yb in local_batches(idx, idx, cfg.batch_size, epochs=cfg.epochs,
+                                                      steps=cfg.local_steps))  # fmt: skip
+
+    return median([sum(trained(sizes[c]) for c in row["clients"]) for row in rows])
+
+
+# Same work per sampled client at every size: ``SCALE_STEPS`` full batches of ``SCALE_BATCH``
+# images. IID splits at every size (600, 60 or 6 images per client: whole batches of 6;
+# the framework's cost does not depend on the split).
+SCALE_STEPS, SCALE_BATCH = 10, 6
+SCALE_WORK = {
+    "epoch": ["epochs=1", "batch_size=64"],  # the issue's workload: work shrinks with size
+    "equal": [f"local_steps={SCALE_STEPS}", f"batch_size={SCALE_BATCH}"],
+}
+
+
+def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
+        for n in args.clients:
+            sweep = [
+                "dataset=fmnist",
+                f"num_clients={n}",
+                f"fraction_train={10 / n}",
+                f"num_rounds={args.rounds}",
+            ]
+            for work in args.work:
+                part = ["partition=dirichlet", "partition.alpha=0.5", "partition.min_size=10"]
+                if n > 1000 or work == "equal":  # Dir(0.5) leaves clients empty at 6 images each
+                    part = ["partition=iid"]
+                args_ = [*sweep, *SCALE_WORK[work], "lr=0.01", "strategy=fedavg", *part]
+                r = run_cli(args_, Path(tmp) / f"scale{n}-{work}", watch=True)
+                times = [row["round_time_s"] for row in r["rows"][1:]]
+                m = r["marks"]
+                rows.append({
+                    "work": work, "clients": n, "partition": part[0].split("=")[1],
+                    "peak_pss_mb": r["peak_pss_mb"], "peak_rss_mb": r["peak_rss_mb"],
+                    "processes": r["peak_processes"], "to_round_0_s": m.get("round_0"),
+                    "round_1_s": times[0], "median_round_2_on_s": median(times[1:]),
+                    "images_per_round": images_per_round(Path(tmp) / f"scale{n}-{work}", r["rows"][1:]),
+                    "total_s": m["exit"],
+                })  # fmt: skip
+                print(table(rows[-1:], list(rows[-1])), flush=True)
+    for work in args.work:
+        mine = [r for r in rows if r["work"] == work]
+        base = mine[0]["median_round_2_on_s"]
+        for r in mine:
+            r["round_vs_smallest"] = r["median_round_2_on_s"] / base
+    print(table(rows, list(rows[0])))
+    return {"rounds": args.rounds, "steps": SCALE_STEPS, "batch": SCALE_BATCH, "rows": rows}

@@ -1,0 +1,114 @@
+"""Processes and their trees: free ports, waiting on a health URL, stopping a process with
+every descendant (Ray's included), by PID."""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psutil
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR = re.compile(r"ERROR|Errno|\w(Error|Exception): ")
+
+
+def last_error(log: Path) -> str | None:
+    """The last line of ``log`` that reports an error (colour codes removed), if any."""
+    lines = _ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.exists() else []
+    errors = [ln.strip() for ln in lines if _ERROR.search(ln)]
+    return errors[-1] if errors else None
+
+
+class LaunchError(RuntimeError):
+    """A Flower process could not be started or the run failed; one-line message."""
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_tree(proc: subprocess.Popen[bytes], grace_s: float = 5.0, force: bool = False) -> None:
+    """Terminate ``proc`` and all its descendants (SIGTERM, then SIGKILL after grace).
+
+    ``force``: SIGKILL at once, for processes with nothing left to save (Flower's
+    simulation process and Ray's actors take ~4 s to honour SIGTERM)."""
+    try:
+        root = psutil.Process(proc.pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        procs = []
+    for p in procs:
+        with suppress(psutil.NoSuchProcess):
+            p.kill() if force else p.terminate()
+    alive = wait_dead(procs, grace_s)
+    for p in alive:
+        with suppress(psutil.NoSuchProcess):
+            p.kill()
+    wait_dead(alive, grace_s)
+    if proc.poll() is None:
+        proc.wait(timeout=grace_s)
+
+
+def _dead(p: psutil.Process) -> bool:
+    try:
+        return p.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_dead(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to ``timeout_s`` for ``procs`` to die; those still running.
+
+    A zombie counts as dead: it holds nothing but its pid. Orphaned descendants (Ray's
+    processes, once their parent is gone) are reaped by init when it gets to it, ~2 s
+    later on the development machine, which ``psutil.wait_procs`` would wait for."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if not _dead(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [p for p in alive if not _dead(p)]
+    return alive
+
+
+@contextmanager
+def process_group() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """A list to append started processes to; all are stopped on exit, whatever happens."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        yield procs
+    finally:
+        for p in reversed(procs):
+            stop_tree(p)
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], name: str, log: Path, *, ca: Path | None = None,
+    timeout_s: float = 60.0,
+) -> None:  # fmt: skip
+    """Wait until ``url`` answers (trusting ``ca`` for https), failing early if ``proc`` exits."""
+    ctx = ssl.create_default_context(cafile=str(ca)) if ca else None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            why = last_error(log) or "no error in its log"
+            raise LaunchError(f"{name} exited with code {proc.returncode}: {why} (log: {log})")
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=ctx) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise LaunchError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
+
+
