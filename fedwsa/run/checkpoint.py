@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fedwsa.run.results import atomic_write
 
 MAGIC = b"fedwsa-checkpoint 1 "
 KEEP = 2
@@ -85,16 +86,7 @@ def save(out_dir: str | Path, ckpt: Checkpoint) -> Path:
     d = folder(out_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"round-{ckpt.round:05d}.ckpt"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(encode(ckpt))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, encode(ckpt))
     for _, old in _files(out_dir)[KEEP:]:
         old.unlink(missing_ok=True)
     return path

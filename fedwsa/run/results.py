@@ -33,12 +33,21 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` and flush it to the disk."""
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to ``path.tmp`` then rename, so readers never see a half-written file; on
-    failure (disk full) the old file stays as it was."""
+    """Write to ``path.tmp``, flush it to disk (fsync), then rename: readers never see a
+    half-written file, a power cut leaves the old or the new one, and on failure (disk
+    full) the old file stays as it was. Every file of a run is written this way."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+        write_synced(tmp, data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
