@@ -2,14 +2,17 @@
 started. In process (Hydra's compose API + the entry points' shared ``execute``), so
 the cases cost no interpreter start; tests/test_e2e.py checks the real command line."""
 
+import dataclasses
+import json
 import signal
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.launch.preflight import CONF_DIR, execute, preflight_dirs
+from experiments.launch.preflight import CONF_DIR, already_finished, execute, preflight_dirs, resolve
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
+from fedwsa.run.config import ExperimentConfig
 
 
 def _execute(overrides, capsys):
@@ -31,7 +34,8 @@ def _execute(overrides, capsys):
         ("unfinished", 2, "resume: "),
         ("corrupt", 1, "no usable checkpoint"),
         ("other_run", 1, "belongs to a run with other settings"),
-        ("bad_fault", 2, "test_fault: "),
+        ("resume_nowhere", 2, "is not a folder; give the output folder of the run to continue"),
+        ("resume_empty", 2, "holds no run (no config.json, no checkpoints/)"),
         ("corrupt_data", 1, "may be truncated or corrupted"),
         ("resume_folder", 1, "belongs to a run with other settings"),
     ],
@@ -50,8 +54,11 @@ def test_bad_outputs_checkpoints_and_data_are_one_line_errors(tmp_path, case, co
     elif case == "other_run":
         checkpoint.save(out, Checkpoint(1, {}, "{}", {}, {}, {}))
         args += ["resume=true"]
-    elif case == "bad_fault":
-        args += ["test_fault=1:explode"]
+    elif case == "resume_nowhere":  # main started a fresh run in the mistyped folder
+        args += [f"resume={tmp_path / 'typo'}"]
+    elif case == "resume_empty":
+        (tmp_path / "empty").mkdir()
+        args += [f"resume={tmp_path / 'empty'}"]
     elif case == "corrupt_data":
         (tmp_path / "MNIST" / "raw").mkdir(parents=True)
         (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03")
@@ -65,6 +72,8 @@ def test_bad_outputs_checkpoints_and_data_are_one_line_errors(tmp_path, case, co
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     if case in ("unfinished", "corrupt"):
         assert (ckpts / "round-00002.ckpt").exists()  # nothing written is lost
+    if case in ("resume_nowhere", "resume_empty"):
+        assert sorted(p.name for p in tmp_path.iterdir()) == (["empty"] if case == "resume_empty" else [])
 
 
 def test_unwritable_hydra_dir_is_refused_before_hydra_starts(tmp_path, capsys):
@@ -74,3 +83,37 @@ def test_unwritable_hydra_dir_is_refused_before_hydra_starts(tmp_path, capsys):
     assert e.value.code == 2
     assert "hydra.run.dir: cannot create a folder under" in capsys.readouterr().err
     preflight_dirs([f"hydra.run.dir={tmp_path / 'new' / 'x'}", "resume=true"])  # fine: creatable
+
+
+def test_resume_of_a_folder_without_a_run_is_refused_before_hydra_starts(tmp_path, capsys):
+    """Before Hydra makes its own output folder: a mistyped resume path creates nothing."""
+    with pytest.raises(SystemExit) as e:
+        preflight_dirs([f"resume={tmp_path / 'typo'}"])
+    assert e.value.code == 2 and "resume: " in capsys.readouterr().err
+    assert not (tmp_path / "typo").exists()
+
+
+def test_already_finished_skips_only_the_same_finished_run(tmp_path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        exp = resolve(compose("config", [f"out_dir={tmp_path}"]))
+    assert not already_finished(exp)  # nothing there
+    (tmp_path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(exp)}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "rounds": []}))
+    assert not already_finished(exp)  # not finished
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "rounds": []}))
+    assert already_finished(exp)
+    assert already_finished(dataclasses.replace(exp, verbose=True))  # does not change results
+    assert not already_finished(dataclasses.replace(exp, num_rounds=exp.num_rounds + 1))
+
+
+def test_the_dataclasses_are_the_one_source_of_defaults(tmp_path):
+    """Hydra composes from ``ExperimentConfig()``: with the plain options chosen, the two agree."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        exp = resolve(
+            compose("config", ["strategy=fedavg", "model=mlp", f"out_dir={tmp_path}", "dataset.root=data"])
+        )
+    default = ExperimentConfig()
+    expected = dataclasses.replace(
+        default, out_dir=exp.out_dir, dataset=dataclasses.replace(default.dataset, root=exp.dataset.root)
+    )
+    assert exp == expected

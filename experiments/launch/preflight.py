@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -30,6 +31,10 @@ from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
+
+# Every key's default, from the one place that defines them (``conf/config.yaml`` starts
+# from this node; the option files only hold what they change).
+ConfigStore.instance().store(name="fedwsa_defaults", node=dataclasses.asdict(ExperimentConfig()))
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -65,9 +70,24 @@ def preflight_dirs(argv: list[str]) -> None:
         if key in ("hydra.run.dir", "hydra.sweep.dir", "out_dir", "resume") and value:
             if key == "resume" and value.lower() in ("true", "false"):
                 continue
-            problem = unwritable(Path(value).expanduser())
+            problem = not_a_run(Path(value)) if key == "resume" else None
+            problem = problem or unwritable(Path(value).expanduser())
             if problem:
                 fail(f"{key}: {problem}", 2)
+
+
+def not_a_run(folder: Path) -> str | None:
+    """Why ``resume=<folder>`` cannot continue a run there, or None: it must hold one (its
+    ``config.json`` or checkpoints). A mistyped path is refused rather than started afresh."""
+    folder = folder.expanduser()
+    if not folder.is_dir():
+        return f"{folder} is not a folder; give the output folder of the run to continue"
+    if not (folder / "config.json").is_file() and not checkpoint.folder(folder).is_dir():
+        return (
+            f"{folder} holds no run (no config.json, no checkpoints/); "
+            "give the output folder of the run to continue"
+        )
+    return None
 
 
 def unwritable(path: Path) -> str | None:
@@ -151,6 +171,9 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(str(getattr(e, "full_key", "config") or "config"), str(e).splitlines()[0]) from e
     if isinstance(raw, dict) and isinstance(raw.get("resume"), str):  # resume=<run folder>
+        problem = not_a_run(Path(raw["resume"]))
+        if problem:
+            raise ConfigError("resume", problem)
         raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
     out = Path(exp.out_dir).expanduser().resolve()

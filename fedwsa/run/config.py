@@ -17,7 +17,6 @@ from fedwsa.data import DATASETS
 from fedwsa.models import MODELS, build_model
 from fedwsa.partition import PARTITIONS
 from fedwsa.wsa import DISTANCES, FUSIONS
-from tests.faults import parse_faults
 
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
@@ -35,13 +34,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    name: str = "fedwsa"
-    proximal_mu: float = 0.0
-    wsa_lambda: float = 0.0
+    """The strategy and its knobs; every knob at its default (0, off) is FedAvg. The
+    strategy files of ``experiments/conf/strategy/`` set the name and their knob's value."""
+
+    name: str = "fedavg"
+    proximal_mu: float = 0.0  # FedProx
+    wsa_lambda: float = 0.0  # FedWSA: kl | w2 below, fusion mean | mixture | global
     distance: str = "kl"
     fusion: str = "mean"
-    align_global: bool = False
-    scope_all: bool = False
+    align_global: bool = False  # FedWSA: rescale the averaged model to the fused scope
+    scope_all: bool = False  # FedWSA: also scope biases (default: tensors with ndim >= 2)
 
 
 @dataclass(frozen=True)
@@ -55,15 +57,15 @@ class DatasetConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    hidden: int = 64
+    hidden: int = 64  # mlp only
 
 
 @dataclass(frozen=True)
 class PartitionConfig:
     kind: str = "dirichlet"
-    alpha: float = 0.5
-    labels_per_client: int = 2
-    min_size: int = 10
+    alpha: float = 0.5  # dirichlet: smaller = more skewed
+    labels_per_client: int = 2  # pathological only
+    min_size: int = 10  # every client gets at least this many samples
     max_retries: int = 1000
 
 
@@ -92,35 +94,37 @@ class Seeds:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """The whole experiment, and the one source of every default: Hydra's config
+    (``experiments/conf``) starts from ``dataclasses.asdict(ExperimentConfig())``."""
+
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     seeds: Seeds = field(default_factory=Seeds)
     federation: FederationConfig = field(default_factory=FederationConfig)
-    seed: int = 0
+    seed: int = 0  # base seed; the Hydra config makes each of ``seeds`` follow it
     num_clients: int = 5
     num_rounds: int = 5
-    fraction_train: float = 1.0
-    epochs: int = 1
-    local_steps: int = 0
+    fraction_train: float = 1.0  # fraction of clients sampled each round, in (0, 1]
+    epochs: int = 1  # local epochs per round
+    local_steps: int = 0  # > 0: exactly this many local SGD steps per round instead
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 0.0
-    validation: float = 0.0
+    validation: float = 0.0  # > 0: hold out this fraction of train and evaluate on it (tuning)
     eval_batch_size: int = 1000
-    client_threads: int = 1
-    client_cpus: int = 1
-    min_fit_clients: int = 1
-    node_wait_s: float = 120.0
-    round_timeout_s: float = 3600.0
-    checkpoint_every: int = 1
-    resume: bool = False
-    max_failed_rounds: int = 3
-    update_clip: float = 0.0
-    test_fault: str = ""
-    verbose: bool = False
+    client_threads: int = 1  # torch threads per client (avoids oversubscription)
+    client_cpus: int = 1  # Ray CPUs per simulated client (2 cores: 2 clients at once)
+    min_fit_clients: int = 1  # a round with fewer good replies is skipped
+    node_wait_s: float = 120.0  # bounded wait for nodes to connect / come back
+    round_timeout_s: float = 3600.0  # bounded wait for a round's replies
+    checkpoint_every: int = 1  # write a checkpoint every N rounds (and after the last)
+    resume: bool = False  # continue out_dir's run from its last good checkpoint (or resume=<folder>)
+    max_failed_rounds: int = 3  # stop after this many skipped rounds in a row
+    update_clip: float = 0.0  # >= 1: clip each update to this multiple of the median norm; 0: off
+    verbose: bool = False  # show Flower's own INFO logs
     out_dir: str = ""
 
     @property
@@ -221,10 +225,6 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
     _check("update_clip", c.update_clip == 0 or c.update_clip >= 1, "0 (off) or >= 1", c.update_clip)
-    try:
-        parse_faults(c.test_fault)
-    except ValueError as e:
-        raise ConfigError("test_fault", str(e)) from None
     if c.min_fit_clients > c.sample_size:
         raise ConfigError(
             "min_fit_clients",
