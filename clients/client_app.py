@@ -14,7 +14,6 @@ from flwr.clientapp import ClientApp
 from fedwsa.run.client import local_round
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
-from tests.faults import inject, test_delay
 
 app = ClientApp()
 
@@ -43,11 +42,8 @@ def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global parameters in ``msg``."""
     cfg = _config(str(context.run_config[RUN_CONFIG_KEY]))
     settings = decode_train(msg.content[CONFIG])
-    test_delay()
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)
     new_state, reply = local_round(cfg, pid, state, settings)
-    if cfg.test_fault:  # test-only: misbehave as told, to exercise the server's checks
-        new_state, reply = inject(cfg.test_fault, pid, new_state, reply)
     content = RecordDict({ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply))})
     return Message(content, reply_to=msg)

@@ -21,8 +21,7 @@ from fedwsa.data import Dataset
 from fedwsa.models import build_model
 from fedwsa.partition import partition
 from fedwsa.regularizers import make_regularizer
-from fedwsa.run.client import derive_seed
-from fedwsa.train import evaluate, train
+from fedwsa.train import derive_seed, evaluate, train
 from fedwsa.wsa import align_to_scope, fuse_scopes, scope_of_arrays, scoped_names
 
 State = dict[str, Tensor]

@@ -2,29 +2,34 @@
 
 Weight Scope Alignment, https://arxiv.org/abs/2408.12237, as defined in the project's
 ``WSA.md``: clients train toward the target scope ``T_t``; the server averages the
-parameters like FedAvg and fuses the returned scopes into ``T_{t+1}``.
+parameters like FedAvg and fuses the clients' scopes into ``T_{t+1}``. Each client's scope
+is computed here, from the parameters it sent: a client cannot move the target by
+reporting a scope its parameters do not have.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedwsa.run.wire import METRICS, TARGET_MU, TARGET_SIGMA, decode_reply, encode_scope
+from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, encode_wsa
 from fedwsa.wsa import align_to_scope, next_target, scope_of_arrays
+from strategies.base import RoundState
 
 
-class FedWSA(FedAvg):
+class FedWSA(RoundState, FedAvg):
     """FedAvg plus a target scope: sent in ``configure_train``, updated in ``aggregate_train``.
 
     Parameters
     ----------
     initial_target : (L, 2) array, the scope of the initial model (``T_1``).
     names : the scoped parameter names, in the order of the scope rows.
+    wsa_lambda, distance, scope_all : the clients' regularizer (sent every round).
     fusion : ``mean``, ``mixture`` or ``global`` (see ``fedwsa.wsa.next_target``).
     align_global : rescale the averaged model's scoped tensors to the fused scope.
     **kwargs : passed to Flower's ``FedAvg``.
@@ -35,49 +40,58 @@ class FedWSA(FedAvg):
         *,
         initial_target: np.ndarray,
         names: Sequence[str],
+        wsa_lambda: float = 1.0,
+        distance: str = "kl",
+        scope_all: bool = False,
         fusion: str = "mean",
         align_global: bool = False,
-        **kwargs: object,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)
         self.target = np.asarray(initial_target, dtype=np.float64)
         self.names = list(names)
+        self.wsa_lambda, self.distance, self.scope_all = wsa_lambda, distance, scope_all
         self.fusion = fusion
         self.align_global = align_global
         self.sent: dict[int, np.ndarray] = {}  # round -> target broadcast in that round
 
-    def state(self) -> dict[str, list[list[float]]]:
+    def state(self) -> dict[str, Any]:
         """What a checkpoint keeps: the target scope for the next round."""
         return {"target": self.target.tolist()}
 
-    def restore(self, state: dict[str, list[list[float]]]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:
         self.target = np.asarray(state["target"], dtype=np.float64)
+
+    def round_record(self, server_round: int) -> dict[str, Any]:
+        sent = self.sent.get(server_round)
+        return {"target": None if sent is None else sent.tolist()}
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Add the current target scope to the round's config, then sample as FedAvg."""
-        config.update(encode_scope(self.target, TARGET_MU, TARGET_SIGMA))
+        """Add the WSA settings and the current target scope to the round's config, then
+        sample as FedAvg."""
+        config.update(encode_wsa(self.wsa_lambda, self.distance, self.scope_all, self.target))
         self.sent[server_round] = self.target.copy()
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Average as FedAvg, fuse the client scopes into the next target, optionally align."""
-        replies = list(replies)
-        arrays, metrics = super().aggregate_train(server_round, replies)
+        """Average as FedAvg, fuse the client scopes (computed from their parameters) into
+        the next target, optionally align."""
+        good = [m for m in replies if not m.has_error()]
+        arrays, metrics = super().aggregate_train(server_round, good)
         if arrays is None:
             return arrays, metrics
-        reports = [decode_reply(m.content[METRICS]) for m in replies if not m.has_error()]
+        scopes = [self._scope(m.content[ARRAYS]) for m in good]  # type: ignore[arg-type]
+        weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
         params = {k: v.numpy() for k, v in arrays.items()}
-        self.target = next_target(
-            self.fusion,
-            [r.scope for r in reports],
-            [r.num_examples for r in reports],
-            scope_of_arrays(params, self.names),
-        )
+        self.target = next_target(self.fusion, scopes, weights, scope_of_arrays(params, self.names))
         if self.align_global:
             aligned = align_to_scope(params, self.names, self.target)
             arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in aligned.items()})
         return arrays, metrics
+
+    def _scope(self, record: ArrayRecord) -> np.ndarray:
+        return scope_of_arrays({n: record[n].numpy() for n in self.names}, self.names)

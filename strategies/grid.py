@@ -4,8 +4,8 @@ Flower's node ids are random per run, so seeding ``random`` does not reproduce w
 clients train. :class:`PartitionGrid` asks every node once for its ``partition-id``
 (a ``query`` message), then shows the strategy, each round, only the nodes of a seeded
 sample of partition ids; the strategy (``fraction_train=1``) sends to all it sees.
-Replies come back sorted by partition id, so aggregation sums in a fixed order.
-The strategy is built with ``min_train_nodes=1``; this grid enforces ``min_fit_clients``.
+Replies come back sorted by partition id, so aggregation sums in a fixed order. What
+is done with them (checks, skipping a round) is the round loop's (``strategies.rounds``).
 
 In Flower's simulation the SuperNodes are virtual and every one can load any partition,
 so with ``assign=True`` no node is asked: partition ``p`` is played by the ``p``-th
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from flwr.app import ConfigRecord, Error, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from fedwsa.run.wire import CONFIG, PARTITION_ID
@@ -44,7 +44,6 @@ class PartitionGrid(Grid):
         seed: int,
         wait_s: float = 120.0,
         min_clients: int = 1,
-        validate: Callable[[Message], str | None] | None = None,
         assign: bool = False,
     ) -> None:
         self._grid = grid
@@ -57,9 +56,7 @@ class PartitionGrid(Grid):
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.asked: set[int] = set()  # node ids already asked for their partition id
         self.sampled: list[int] = []  # partition ids of the current round
-        self.min_clients = min_clients
-        self.validate = validate  # reason to reject a reply, or None
-        self.failed: list[int] = []  # sampled partition ids without a good reply, last round
+        self.min_clients = min_clients  # wait for at least this many sampled nodes online
         self._sample: list[int] | None = None
 
     # --- checkpoint state -----------------------------------------------------------
@@ -156,53 +153,15 @@ class PartitionGrid(Grid):
         return Message(content, dst_node_id=m.metadata.dst_node_id, message_type=m.metadata.message_type,
                        group_id=m.metadata.group_id)  # fmt: skip
 
-    def _checked(self, reply: Message, sent: list[Message]) -> Message:
-        """``reply``, or an error reply in its place when ``validate`` rejects it."""
-        if reply.has_error() or self.validate is None:
-            return reply
-        reason = self.validate(reply)
-        if reason is None:
-            return reply
-        original = next(m for m in sent if m.metadata.dst_node_id == reply.metadata.src_node_id)
-        return Message(Error(code=0, reason=f"rejected by the server: {reason}"), reply_to=original)
-
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Send, then return replies sorted by partition id; the next call samples anew.
-
-        Replies that ``validate`` rejects become error replies (never aggregated). With
-        fewer than ``min_clients`` good replies, only the errors are returned, so the
-        strategy aggregates nothing and the round is skipped.
-        """
+        """Send, then return the replies sorted by partition id; the next call samples anew."""
         messages = list(messages)
         if not messages:
             return []
         if self.assign:
             messages = [self._named(m) for m in messages]
-        replies = [self._checked(r, messages) for r in self._grid.send_and_receive(messages, timeout=timeout)]
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         self._sample = None
-        for r in replies:
-            if r.has_error():
-                pid = self.partition_of.get(r.metadata.src_node_id, -1)
-                print(f"[fedwsa] client {pid} failed: {_reason(r)}", flush=True)
-        good = [r for r in replies if not r.has_error()]
-        answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in good}
-        self.failed = [p for p in self.sampled if p not in answered]
-        if self.failed:
-            print(f"[fedwsa] clients {self.failed} gave no usable reply this round", flush=True)
-        if len(good) < self.min_clients:
-            print(f"[fedwsa] only {len(good)} replies (< min_fit_clients={self.min_clients}): round skipped",
-                  flush=True)  # fmt: skip
-            replies = [r for r in replies if r.has_error()]
         return sorted(replies, key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))
-
-
-def _reason(reply: Message) -> str:
-    """An error reply's reason on one line: the exception's own message where Flower wraps
-    it (``... Message: <text>``), at most 200 characters."""
-    text = str(reply.error.reason)
-    if "Message: " in text:
-        text = text.rsplit("Message: ", 1)[1]
-    text = " ".join(text.replace("\\n", " ").split()).rstrip("'>")
-    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,38 +1,26 @@
 """Test-only fault injection: make chosen clients misbehave, to test the server's defences.
 
-``test_fault`` in the config is a comma-separated list of ``PARTITION:KIND`` (``PARTITION``
-may be ``all``), e.g. ``test_fault=1:nan_params,2:raise``. It is empty in real runs.
-Each kind breaks one thing the server must catch (see ``fedwsa.run.wire.check_reply``).
+A spec is a comma-separated list of ``PARTITION:KIND`` (``PARTITION`` may be ``all``), e.g.
+``1:nan_params,2:raise``. The in-process grid (``tests/inprocess.py``) applies it to the
+real ClientApp's replies; through Flower, ``tests/faulty_client_app.py`` does, reading the
+spec from ``$FEDWSA_TEST_FAULTS``. Production code never calls this module.
+Each kind breaks one thing the server must catch (``strategies/replies.py``).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
-
 import numpy as np
-import torch
-from torch import Tensor
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 
-from fedwsa.run.wire import TrainReply
+from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
 
 KINDS: tuple[str, ...] = (
     "raise", "nan_params", "inf_params", "wrong_shape", "missing_param", "extra_param",
-    "zero_examples", "negative_examples", "nan_scope", "scope_layers",
+    "zero_examples", "negative_examples", "more_examples", "nan_loss", "forged_scope",
+    "renamed_metrics", "extra_record",
 )  # fmt: skip
-
-
+FAULTS_ENV = "FEDWSA_TEST_FAULTS"
 DELAY_ENV = "FEDWSA_TEST_CLIENT_DELAY_S"
-
-
-def test_delay() -> None:
-    """TEST ONLY: sleep ``$FEDWSA_TEST_CLIENT_DELAY_S`` seconds before training, so a test
-    can kill a run in the middle of a round. An environment variable, not a config key,
-    because it must not change the experiment (a resumed run must match the config)."""
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-    if delay > 0:
-        time.sleep(delay)
 
 
 class InjectedFault(RuntimeError):
@@ -46,43 +34,52 @@ def parse_faults(spec: str) -> dict[int | str, str]:
         who, _, kind = item.partition(":")
         if kind not in KINDS:
             raise ValueError(f"{item!r}: expected PARTITION:KIND with KIND one of {', '.join(KINDS)}")
-        if who == "all":
-            faults["all"] = kind
-        elif who.isdigit():
-            faults[int(who)] = kind
-        else:
-            raise ValueError(f"{item!r}: PARTITION must be a partition id or 'all'")
+        faults["all" if who == "all" else int(who)] = kind
     return faults
 
 
-def inject(
-    spec: str, partition_id: int, state: dict[str, Tensor], reply: TrainReply
-) -> tuple[dict[str, Tensor], TrainReply]:
-    """Apply this client's fault from ``spec`` (if any) to its trained state and reply."""
+def inject(spec: str, partition_id: int, reply: Message) -> Message:
+    """This client's fault from ``spec`` (if any) applied to its train reply (in place)."""
     faults = parse_faults(spec)
     kind = faults.get(partition_id, faults.get("all"))
     if kind is None:
-        return state, reply
-    state = dict(state)
-    first = next(k for k, v in state.items() if v.is_floating_point())
+        return reply
     if kind == "raise":
         raise InjectedFault(f"client {partition_id}: injected fault (test_fault)")
+    arrays = {k: v.numpy() for k, v in reply.content[ARRAYS].items()}  # type: ignore[union-attr]
+    metrics = dict(reply.content[METRICS])  # type: ignore[arg-type]
+    first = next(k for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating))
+    records: dict[str, object] = {}
     if kind == "nan_params":
-        state[first] = torch.full_like(state[first], float("nan"))
+        arrays[first] = np.full_like(arrays[first], np.nan)
     elif kind == "inf_params":
-        state[first] = state[first].clone().fill_(float("inf"))
+        arrays[first] = np.full_like(arrays[first], np.inf)
     elif kind == "wrong_shape":
-        state[first] = torch.zeros(*state[first].shape[:-1], state[first].shape[-1] + 1)
+        arrays[first] = np.zeros((*arrays[first].shape[:-1], arrays[first].shape[-1] + 1), np.float32)
     elif kind == "missing_param":
-        del state[first]
+        del arrays[first]
     elif kind == "extra_param":
-        state["injected.weight"] = torch.zeros(3)
+        arrays["injected.weight"] = np.zeros(3, np.float32)
     elif kind == "zero_examples":
-        reply = dataclasses.replace(reply, num_examples=0)
+        metrics[NUM_EXAMPLES] = 0
     elif kind == "negative_examples":
-        reply = dataclasses.replace(reply, num_examples=-reply.num_examples)
-    elif kind == "nan_scope":
-        reply = dataclasses.replace(reply, scope=np.full_like(reply.scope, np.nan))
-    elif kind == "scope_layers":
-        reply = dataclasses.replace(reply, scope=reply.scope[:-1])
-    return state, reply
+        metrics[NUM_EXAMPLES] = -int(metrics[NUM_EXAMPLES])  # type: ignore[call-overload]
+    elif kind == "more_examples":  # claims ten times its data, to weigh ten times more
+        metrics[NUM_EXAMPLES] = 10 * int(metrics[NUM_EXAMPLES])  # type: ignore[call-overload]
+    elif kind == "nan_loss":
+        metrics[TRAIN_LOSS] = float("nan")
+    elif kind == "forged_scope":  # a scope of its own choosing beside honest parameters
+        metrics.update({"scope-mu": [0.0], "scope-sigma": [-1.0]})
+    elif kind == "renamed_metrics":  # the right metrics under another record name
+        records["stats"] = MetricRecord(metrics)  # type: ignore[arg-type]
+    elif kind == "extra_record":
+        records["extra"] = MetricRecord({"x": 1.0})
+    content = RecordDict(
+        {ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})}
+    )
+    if kind != "renamed_metrics":
+        content[METRICS] = MetricRecord(metrics)  # type: ignore[arg-type]
+    for name, record in records.items():
+        content[name] = record  # type: ignore[assignment]
+    reply.content = content
+    return reply

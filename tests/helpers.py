@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: run an entry point, read metrics, list Flower processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,16 @@ def flower_pids():
 SMALL = ("num_clients=3", "num_rounds=2")
 
 
-def run_entry(tmp_path, name, *overrides, timeout=300, entry="experiments.run"):
+FAULTY = {"FEDWSA_CLIENTAPP": "tests.faulty_client_app:app"}  # tests/faulty_client_app.py
+
+
+def run_entry(tmp_path, name, *overrides, timeout=300, entry="experiments.run", env=None):
+    """Run an entry point; ``env``: extra environment (e.g. ``FAULTY`` and its settings)."""
     out = tmp_path / name
     cmd = [sys.executable, "-m", entry, f"hydra.run.dir={out}", *SMALL, *overrides]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout
 

@@ -6,11 +6,22 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
+import fedwsa.run.client as client_module
 from clients.client_app import query, train
-from fedwsa.run.client import local_round, new_model
+from fedwsa.data import Dataset
+from fedwsa.run.client import (
+    client_data,
+    experiment_data,
+    local_round,
+    new_model,
+    partitions,
+    release_data,
+    train_settings,
+)
 from fedwsa.run.config import ExperimentConfig, StrategyConfig
-from fedwsa.run.wire import TrainSettings, decode_reply, encode_train
+from fedwsa.run.wire import TrainSettings, decode_reply, decode_train, encode_train, encode_wsa
 from fedwsa.wsa import model_scope, scoped_names
+from strategies.build import build_strategy
 
 CFG = ExperimentConfig(
     num_clients=3, out_dir="/tmp/unused", strategy=StrategyConfig(name="fedwsa", wsa_lambda=0.1)
@@ -28,24 +39,44 @@ def _settings(model, **kw):
                          target=model_scope(model, names), **kw)  # fmt: skip
 
 
-def test_train_handler_replies_with_arrays_metrics_and_scope():
+def test_train_handler_replies_with_arrays_and_metrics():
     model = new_model(CFG)
     settings = _settings(model, wsa_lambda=0.1)
-    content = RecordDict(
-        {"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(encode_train(settings))}
-    )
+    config = {**encode_train(settings), **encode_wsa(0.1, "kl", False, settings.target)}
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(config)})
     msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     reply = train(msg, _context(1))
     assert set(reply.content.keys()) == {"arrays", "metrics"}
-    r = decode_reply(reply.content["metrics"])
-    assert r.partition_id == 1 and r.num_examples > 0 and np.isfinite(r.train_loss)
-    assert r.scope.shape == (len(scoped_names(model)), 2)
+    r = decode_reply(reply.content["metrics"])  # exactly the reply's keys: no scope, no partition id
+    assert r.num_examples == len(partitions(CFG)[1]) and np.isfinite(r.train_loss)
     new = reply.content["arrays"].to_torch_state_dict()
     assert set(new) == set(model.state_dict())
     assert not torch.equal(new["net.1.weight"], model.state_dict()["net.1.weight"])
     # the same round of the same client is reproducible to the bit
     again, _ = local_round(CFG, 1, model.state_dict(), settings)
     assert all(torch.equal(new[k], again[k]) for k in new)
+
+
+def test_fedprox_mu_sent_by_the_strategy_reaches_the_client():
+    """Flower's FedProx puts its mu into the round's config; the client trains with it."""
+    cfg = dataclasses.replace(CFG, strategy=StrategyConfig(name="fedprox", proximal_mu=0.5))
+    model = new_model(cfg)
+    strategy = build_strategy(cfg, model, scoped_names(model))
+
+    class OneNode:
+        def get_node_ids(self):
+            return [5]
+
+    base = ConfigRecord(encode_train(train_settings(cfg, 1)))
+    [msg] = strategy.configure_train(1, ArrayRecord(model.state_dict()), base, OneNode())
+    assert decode_train(msg.content["config"]).proximal_mu == 0.5
+    got = train(msg, _context(0)).content["arrays"].to_torch_state_dict()
+    expected, _ = local_round(cfg, 0, model.state_dict(), train_settings(cfg, 1))
+    without, _ = local_round(
+        cfg, 0, model.state_dict(), dataclasses.replace(train_settings(cfg, 1), proximal_mu=0)
+    )
+    assert all(torch.equal(got[k], expected[k]) for k in got)
+    assert not all(torch.equal(got[k], without[k]) for k in got)
 
 
 def test_query_reports_partition_id():
@@ -60,3 +91,24 @@ def test_fedavg_settings_are_plain_training():
     a, _ = local_round(cfg, 0, model.state_dict(), plain)
     b, _ = local_round(cfg, 0, model.state_dict(), dataclasses.replace(plain, target=np.zeros((2, 2))))
     assert all(torch.equal(a[k], b[k]) for k in a)  # a target without lambda changes nothing
+
+
+def test_the_validation_hold_out_never_reaches_client_data(monkeypatch):
+    """With ``validation > 0`` the server evaluates on held-out training samples: no client
+    may train on any of them. Each sample's pixels are its index, so they can be traced."""
+    n = 400
+    x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 8, 8).contiguous()
+    y = torch.arange(n) % 10
+    fake = Dataset("digits", x, y, x[:5], y[:5], 10, "indices")
+    monkeypatch.setattr(client_module, "load_dataset", lambda *a: fake)
+    cfg = dataclasses.replace(CFG, validation=0.2, num_clients=4)
+    release_data()
+    try:
+        held_out = set(experiment_data(cfg).x_test[:, 0, 0, 0].int().tolist())
+        trained = set()
+        for pid in range(cfg.num_clients):
+            trained |= set(client_data(cfg, pid)[0][:, 0, 0, 0].int().tolist())
+    finally:
+        release_data()
+    assert len(held_out) == 80 and not held_out & trained
+    assert held_out | trained == set(range(n))  # the rest is all used

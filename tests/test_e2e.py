@@ -10,8 +10,8 @@ import time
 import psutil
 import pytest
 
-from tests.faults import DELAY_ENV
-from tests.helpers import ROOT, SMALL, flower_pids, metrics, run_entry, same_metrics
+from tests.faults import DELAY_ENV, FAULTS_ENV
+from tests.helpers import FAULTY, ROOT, SMALL, flower_pids, metrics, run_entry, same_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,8 @@ def _check_outputs(out, stdout, strategy, sampled, failed=()):
 def test_strategy_runs_on_digits_despite_a_faulty_client(tmp_path, strategy, fault):
     """Client 1 raises (or sends NaN) in every round, in Flower's real Simulation Engine."""
     before = flower_pids()
-    out, stdout = run_entry(tmp_path, strategy, f"strategy={strategy}", f"test_fault=1:{fault}")
+    env = {**FAULTY, FAULTS_ENV: f"1:{fault}"}  # the real ClientApp, its replies broken by a test one
+    out, stdout = run_entry(tmp_path, strategy, f"strategy={strategy}", env=env)
     _check_outputs(out, stdout, strategy, sampled=3, failed=[1])
     why = "injected fault" if fault == "raise" else "holds NaN or Inf"
     assert "client 1 failed" in stdout and why in stdout, stdout
@@ -68,12 +69,13 @@ def test_sigkill_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path, f
     args = [f"hydra.run.dir={out}", *SMALL, "strategy=fedwsa", "fraction_train=0.67"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments.run", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-        env={**os.environ, DELAY_ENV: "5"}, start_new_session=True,
+        env={**os.environ, **FAULTY, DELAY_ENV: "5"}, start_new_session=True,
     )  # fmt: skip
     for line in proc.stdout:
         if "round   1/2" in line:
             break
-    time.sleep(1.0)  # round 2's clients are asleep now
+    # round 1's checkpoint is written right after its line; round 2's clients sleep 5 s
+    assert _wait_for(lambda: (out / "checkpoints" / "round-00001.ckpt").exists(), 30)
     for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
         p.kill()
     proc.wait(timeout=30)
@@ -87,6 +89,28 @@ def test_sigkill_mid_round_then_resume_matches_the_uninterrupted_run(tmp_path, f
     assert "continuing after round 1 of 2" in stdout and "resumed after round 1" in stdout
     assert same_metrics(out, fedwsa_run[0])
     assert flower_pids() <= before
+
+
+def _wait_for(condition, timeout_s):
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _alive(pids):
+    """The processes of ``pids`` still running (zombies are dead: init reaps them late)."""
+    alive = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def test_ctrl_c_stops_every_process(tmp_path):
@@ -105,7 +129,5 @@ def test_ctrl_c_stops_every_process(tmp_path):
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=60) == 130
     assert "interrupted" in proc.stderr.read()
-    time.sleep(0.5)
-    alive = [pid for pid in children if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    assert not alive, alive
+    assert _wait_for(lambda: not _alive(children), 10), _alive(children)
     assert metrics(out)[1] == "running"  # rounds done so far are kept

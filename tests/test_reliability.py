@@ -11,13 +11,12 @@ import pytest
 import torch
 
 from fedwsa.robust import clip_updates
-from fedwsa.run import checkpoint
+from fedwsa.run import checkpoint, results
 from fedwsa.run.checkpoint import Checkpoint, CheckpointError
-from fedwsa.run.client import local_round, new_model
+from fedwsa.run.client import local_round, new_model, train_settings
 from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
-from fedwsa.run.wire import TrainSettings
-from fedwsa.wsa import model_scope, next_target, scoped_names
-from strategies.server_app import RunFailed, run
+from fedwsa.wsa import model_scope, next_target, scope_of_arrays, scoped_names
+from strategies.rounds import RunFailed, run
 from tests.faults import KINDS
 from tests.helpers import metrics
 from tests.inprocess import Crash, LocalGrid
@@ -86,7 +85,7 @@ def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
     def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    monkeypatch.setattr(results.os, "fsync", disk_full)  # the one atomic writer, with fsync
     with pytest.raises(OSError, match="No space"):
         checkpoint.save(tmp_path, _ckpt(2))
     assert [p.name for p in checkpoint.folder(tmp_path).iterdir()] == ["round-00001.ckpt"]
@@ -136,23 +135,23 @@ def test_disk_full_stops_with_a_clear_error_and_resume_completes(tmp_path, monke
     whole = _cfg(tmp_path, "whole")
     run(LocalGrid(whole), whole)
     cut = _cfg(tmp_path, "cut")
-    real = pathlib.Path.write_bytes
+    real = results.write_synced
     writes = {"n": 0}
 
-    def filling(self, data):
-        if self.name == "metrics.json.tmp":
+    def filling(path, data):
+        if path.name == "metrics.json.tmp":
             writes["n"] += 1
             if writes["n"] >= 4:  # from round 3's row on, the disk is full
-                real(self, data[: len(data) // 2])
-                raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real(self, data)
+                real(path, data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", filling)
+    monkeypatch.setattr(results, "write_synced", filling)
     with pytest.raises(
         RunFailed, match=r"No space left on device.*round 2 are intact: rerun with resume=true"
     ):
         run(LocalGrid(cut), cut)
-    monkeypatch.setattr(pathlib.Path, "write_bytes", real)
+    monkeypatch.setattr(results, "write_synced", real)
     out = pathlib.Path(cut.out_dir)
     assert not list(out.glob("*.tmp"))  # no half-written file left behind
     rows, doc = _rows(cut)
@@ -165,28 +164,33 @@ def test_disk_full_stops_with_a_clear_error_and_resume_completes(tmp_path, monke
 # --- faulty clients -------------------------------------------------------------------
 
 
-def _expected_round_one(cfg, good):
-    """FedAvg of the ``good`` clients' first round, and FedWSA's next target, by hand."""
+def _expected_round_one(cfg, good, clip=0.0):
+    """FedAvg of the ``good`` clients' first round, and FedWSA's next target, by hand;
+    ``clip``: their updates clipped first (``update_clip``)."""
     model = new_model(cfg)
     names = scoped_names(model)
     start = model.state_dict()
-    settings = TrainSettings(
-        server_round=1, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
-        batch_size=cfg.batch_size, momentum=cfg.momentum,
-        wsa_lambda=cfg.strategy.wsa_lambda, target=model_scope(model, names),
-    )  # fmt: skip
+    settings = train_settings(cfg, 1, target=model_scope(model, names))
     results = [local_round(cfg, pid, start, settings) for pid in good]
+    if clip:
+        base = {k: v.numpy() for k, v in start.items()}
+        clipped, _ = clip_updates([{k: v.numpy() for k, v in s.items()} for s, _ in results], base, clip)
+        results = [
+            ({k: torch.from_numpy(v) for k, v in c.items()}, r)
+            for c, (_, r) in zip(clipped, results, strict=True)
+        ]
     n = np.array([r.num_examples for _, r in results], dtype=np.float64)
     avg = {k: sum(s[k].double() * w for (s, _), w in zip(results, n / n.sum(), strict=True)) for k in start}
+    scopes = [scope_of_arrays({k: v.numpy() for k, v in s.items()}, names) for s, _ in results]
     model.load_state_dict({k: v.float() for k, v in avg.items()})
-    target = next_target("mean", [r.scope for _, r in results], n.tolist(), model_scope(model, names))
+    target = next_target("mean", scopes, n.tolist(), model_scope(model, names))
     return avg, target
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_faulty_client_never_reaches_the_global_model(tmp_path, kind, capsys):
-    cfg = _cfg(tmp_path, kind, num_clients=3, num_rounds=1, fraction_train=1.0, test_fault=f"1:{kind}")
-    run(LocalGrid(cfg), cfg)
+    cfg = _cfg(tmp_path, kind, num_clients=3, num_rounds=1, fraction_train=1.0)
+    run(LocalGrid(cfg, faults=f"1:{kind}"), cfg)
     rows, doc = _rows(cfg)
     assert doc["status"] == "finished"
     assert rows[1]["clients"] == [0, 2] and rows[1]["failed_clients"] == [1] and rows[1]["num_failures"] == 1
@@ -200,9 +204,9 @@ def test_faulty_client_never_reaches_the_global_model(tmp_path, kind, capsys):
 
 
 def test_too_many_failed_rounds_stop_the_run(tmp_path):
-    cfg = _cfg(tmp_path, "allfail", num_rounds=6, max_failed_rounds=2, test_fault="all:raise")
+    cfg = _cfg(tmp_path, "allfail", num_rounds=6, max_failed_rounds=2)
     with pytest.raises(RunFailed, match=r"2 rounds in a row .*max_failed_rounds=2"):
-        run(LocalGrid(cfg), cfg)
+        run(LocalGrid(cfg, faults="all:raise"), cfg)
     rows, doc = _rows(cfg)
     assert doc["status"] == "failed" and "max_failed_rounds" in doc["error"]
     assert [r["num_replies"] for r in rows] == [None, 0, 0]
@@ -211,9 +215,8 @@ def test_too_many_failed_rounds_stop_the_run(tmp_path):
 
 
 def test_round_with_fewer_than_min_fit_clients_is_skipped(tmp_path):
-    cfg = _cfg(tmp_path, "few", num_clients=3, num_rounds=2, fraction_train=1.0, min_fit_clients=3,
-               test_fault="0:raise")  # fmt: skip
-    run(LocalGrid(cfg), cfg)  # two skipped rounds < max_failed_rounds=3: the run goes on
+    cfg = _cfg(tmp_path, "few", num_clients=3, num_rounds=2, fraction_train=1.0, min_fit_clients=3)
+    run(LocalGrid(cfg, faults="0:raise"), cfg)  # two skipped rounds < max_failed_rounds=3: the run goes on
     rows, doc = _rows(cfg)
     assert doc["status"] == "finished" and [r["num_replies"] for r in rows[1:]] == [0, 0]
     assert rows[1]["failed_clients"] == [0]  # the two good replies were not enough, so unused
@@ -240,6 +243,20 @@ def test_clipping_in_the_loop_runs(tmp_path, capsys):
     run(LocalGrid(cfg), cfg)
     assert "clipped updates" in capsys.readouterr().out  # factor 1: everything above the median
     assert _rows(cfg)[1]["status"] == "finished"
+
+
+def test_clipped_clients_reach_the_target_scope_only_clipped(tmp_path):
+    """FedWSA fuses the scopes of the parameters it averages: those of the clipped update,
+    not those the client trained (main fused the client's own unclipped scope)."""
+    cfg = _cfg(tmp_path, "clipscope", num_rounds=1, update_clip=1.0, fraction_train=1.0)
+    run(LocalGrid(cfg), cfg)
+    avg, target = _expected_round_one(cfg, good=range(cfg.num_clients), clip=1.0)
+    _, unclipped = _expected_round_one(cfg, good=range(cfg.num_clients))
+    ckpt, _ = checkpoint.load_latest(cfg.out_dir)
+    np.testing.assert_allclose(ckpt.strategy["target"], target, rtol=1e-6)
+    assert not np.allclose(ckpt.strategy["target"], unclipped, rtol=1e-6)
+    for k, v in _model(cfg).items():
+        np.testing.assert_allclose(v.double(), avg[k], rtol=1e-5, atol=1e-6)
 
 
 def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-from fedwsa.run.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, encode_reply
+from fedwsa.run.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, decode_train, encode_reply
 from fedwsa.wsa import array_scope, fuse_scopes
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
@@ -12,13 +12,13 @@ from strategies.grid import PartitionGrid
 NAMES = ["w"]
 
 
-def _reply(w, bias, n, scope, pid):
+def _reply(w, bias, n, pid=0, **extra_metrics):
     arrays = ArrayRecord(
         {"w": Array(np.asarray(w, dtype=np.float32)), "b": Array(np.asarray(bias, dtype=np.float32))}
     )
-    metrics = MetricRecord(encode_reply(TrainReply(n, 0.5, np.asarray(scope), pid)))
+    metrics = MetricRecord({**encode_reply(TrainReply(n, 0.5)), **extra_metrics})
     return Message(
-        RecordDict({"arrays": arrays, "metrics": metrics}), dst_node_id=0, message_type=MessageType.TRAIN
+        RecordDict({"arrays": arrays, "metrics": metrics}), dst_node_id=pid, message_type=MessageType.TRAIN
     )
 
 
@@ -26,47 +26,60 @@ def _strategy(**kw):
     return FedWSA(initial_target=np.array([[0.0, 1.0]]), names=NAMES, fraction_evaluate=0.0, **kw)
 
 
-def test_aggregate_averages_and_fuses_mean():
+# w = [1, 3]: scope (2, 1); w = [3, 9]: scope (6, 3); weights 1/4 and 3/4
+REPLIES = [(([[1.0, 3.0]], [0.0], 1),), (([[3.0, 9.0]], [4.0], 3),)]
+
+
+def _replies(*claims):
+    """The two replies, each with the extra metrics in ``claims`` beside its parameters."""
+    claims = claims or ({}, {})
+    return [_reply(*REPLIES[0][0], pid=0, **claims[0]), _reply(*REPLIES[1][0], pid=1, **claims[1])]
+
+
+def test_aggregate_averages_and_fuses_the_scopes_of_the_parameters():
     s = _strategy(fusion="mean")
-    replies = [
-        _reply([[1.0, 3.0]], [0.0], 1, [[2.0, 1.0]], 0),
-        _reply([[5.0, 7.0]], [4.0], 3, [[6.0, 3.0]], 1),
-    ]
-    arrays, _ = s.aggregate_train(1, replies)
-    # weights 1/4, 3/4: w = [4, 6], b = 3
-    np.testing.assert_allclose(arrays["w"].numpy(), [[4.0, 6.0]])
+    arrays, _ = s.aggregate_train(1, _replies())
+    # w = [1/4 + 9/4, 3/4 + 27/4] = [2.5, 7.5], b = 3
+    np.testing.assert_allclose(arrays["w"].numpy(), [[2.5, 7.5]])
     np.testing.assert_allclose(arrays["b"].numpy(), [3.0])
-    # mean fusion of the reported scopes: mu = 0.5 + 4.5 = 5, sigma = 0.25 + 2.25 = 2.5
-    np.testing.assert_allclose(s.target, [[5.0, 2.5]])
+    # mean fusion of the scopes computed from w: mu = 0.5 + 4.5 = 5, sigma = 0.25 + 2.25 = 2.5
+    np.testing.assert_allclose(s.target, [[5.0, 2.5]], rtol=1e-7)
+
+
+def test_a_scope_a_client_reports_never_reaches_the_target():
+    """The target is fused from the scopes of the parameters the server holds; whatever
+    scope a reply claims (here sigma = -1, which main fused: sigma* = -0.125) is not read."""
+    honest, lying = _strategy(fusion="mean"), _strategy(fusion="mean")
+    honest.aggregate_train(1, _replies())
+    claims = {"scope-mu": [2.0], "scope-sigma": [1.0]}, {"scope-mu": [0.0], "scope-sigma": [-1.0]}
+    lying.aggregate_train(1, _replies(*claims))
+    np.testing.assert_array_equal(lying.target, honest.target)
 
 
 def test_aggregate_mixture_global_and_align():
-    replies = [
-        _reply([[1.0, 3.0]], [0.0], 1, [[2.0, 1.0]], 0),
-        _reply([[5.0, 7.0]], [4.0], 3, [[6.0, 3.0]], 1),
-    ]
     s = _strategy(fusion="mixture")
-    s.aggregate_train(1, replies)
-    np.testing.assert_allclose(s.target, fuse_scopes([[[2.0, 1.0]], [[6.0, 3.0]]], [1, 3], "mixture"))
+    s.aggregate_train(1, _replies())
+    np.testing.assert_allclose(
+        s.target, fuse_scopes([[[2.0, 1.0]], [[6.0, 3.0]]], [1, 3], "mixture"), rtol=1e-7
+    )
     g = _strategy(fusion="global")
-    g.aggregate_train(1, replies)
-    np.testing.assert_allclose(g.target, [array_scope(np.array([4.0, 6.0]))])  # scope of the average
-    a = _strategy(fusion="mean", align_global=True)
-    arrays, _ = a.aggregate_train(1, replies)
-    # the averaged w = [4, 6] rescaled to (5, 2.5): 5 + (w - 5) * 2.5 / 1 = [2.5, 7.5]
-    np.testing.assert_allclose(arrays["w"].numpy(), [[2.5, 7.5]], rtol=1e-6)
+    g.aggregate_train(1, _replies())
+    np.testing.assert_allclose(g.target, [array_scope(np.array([2.5, 7.5]))])  # scope of the average
+    a = _strategy(fusion="mixture", align_global=True)
+    arrays, _ = a.aggregate_train(1, _replies())
+    # mixture: mu = 5, sigma^2 = 1/4 (1 + 9) + 3/4 (9 + 1) = 10; the average [2.5, 7.5] (5, 2.5)
+    # rescaled: 5 + (w - 5) * sqrt(10) / 2.5 = [5 - sqrt(10), 5 + sqrt(10)]
+    np.testing.assert_allclose(arrays["w"].numpy(), [[5 - 10**0.5, 5 + 10**0.5]], rtol=1e-6)
     np.testing.assert_allclose(arrays["b"].numpy(), [3.0])  # not scoped: untouched
 
 
 def test_error_replies_are_ignored():
     s = _strategy()
-    good = _reply([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]], 0)
-    failed = Message(
-        Error(code=0, reason="client crashed"), reply_to=_reply([[0.0]], [0.0], 1, [[0.0, 1.0]], 1)
-    )
+    good = _reply([[1.0, 3.0]], [0.0], 2)
+    failed = Message(Error(code=0, reason="client crashed"), reply_to=_reply([[0.0]], [0.0], 1, pid=1))
     arrays, _ = s.aggregate_train(1, [good, failed])
     np.testing.assert_allclose(arrays["w"].numpy(), [[1.0, 3.0]])
-    np.testing.assert_allclose(s.target, [[2.0, 1.0]])
+    np.testing.assert_allclose(s.target, [[2.0, 1.0]], rtol=1e-7)
 
 
 def test_configure_train_sends_target():
@@ -83,6 +96,9 @@ def test_configure_train_sends_target():
     cfg = msgs[0].content["config"]
     np.testing.assert_array_equal(decode_scope(cfg, TARGET_MU, TARGET_SIGMA), [[0.25, 0.5]])
     assert cfg["server-round"] == 4 and s.sent[4].tolist() == [[0.25, 0.5]]
+    settings = decode_train({**cfg, "lr": 0.1, "local-epochs": 1, "local-steps": 0, "batch-size": 8,
+                             "momentum": 0.0, "weight-decay": 0.0})  # fmt: skip
+    assert (settings.wsa_lambda, settings.wsa_distance) == (1.0, "kl")  # FedWSA sends its own knobs
 
 
 class FakeGrid:
@@ -137,53 +153,12 @@ def test_partition_grid_times_out_when_nodes_missing():
         PartitionGrid(fake, num_partitions=3, sample_size=3, seed=0, wait_s=0.3).get_node_ids()
 
 
-class ReplyGrid(FakeGrid):
-    """Train replies carry the given (arrays, scope) per partition id."""
+def test_server_app_refuses_a_run_without_the_experiment():
+    """No fallback to built-in defaults: the experiment comes from the run config, or nothing runs."""
+    from flwr.app import Context
 
-    def __init__(self, n, content):
-        super().__init__(n, 100)
-        self.content = content
+    from strategies.server_app import main
 
-    def send_and_receive(self, messages, *, timeout=None):
-        out = []
-        for m in messages:
-            if m.metadata.message_type == MessageType.QUERY:
-                out += super().send_and_receive([m])
-                continue
-            pid = self.nodes[::-1].index(m.metadata.dst_node_id)
-            r = _reply(*self.content[pid], pid)
-            out.append(Message(r.content, reply_to=m))
-        return out
-
-
-def test_rejected_reply_never_reaches_model_or_target():
-    good = ([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]])
-    poisoned = ([[float("nan"), 3.0]], [0.0], 2, [[2.0, 1.0]])
-    grid = PartitionGrid(ReplyGrid(2, {0: good, 1: poisoned}), 2, 2, seed=0, wait_s=1)
-
-    def validate(msg):
-        w = msg.content["arrays"]["w"].numpy()
-        return None if np.isfinite(w).all() else "NaN"
-
-    grid.validate = validate
-    s = _strategy()
-    msgs = list(
-        s.configure_train(1, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), grid)
-    )
-    replies = grid.send_and_receive(msgs)
-    assert grid.failed == [1] and sum(r.has_error() for r in replies) == 1
-    arrays, _ = s.aggregate_train(1, replies)
-    np.testing.assert_allclose(arrays["w"].numpy(), [[1.0, 3.0]])  # only the good client
-    np.testing.assert_allclose(s.target, [[2.0, 1.0]])
-
-
-def test_round_with_too_few_good_replies_is_skipped():
-    good = ([[1.0, 3.0]], [0.0], 2, [[2.0, 1.0]])
-    grid = PartitionGrid(ReplyGrid(2, {0: good, 1: good}), 2, 2, seed=0, wait_s=1, min_clients=2)
-    grid.validate = lambda msg: "always" if grid.partition_of[msg.metadata.src_node_id] == 1 else None
-    s = _strategy()
-    msgs = list(
-        s.configure_train(1, ArrayRecord({"w": Array(np.zeros((1, 2), np.float32))}), ConfigRecord(), grid)
-    )
-    arrays, _ = s.aggregate_train(1, grid.send_and_receive(msgs))
-    assert arrays is None  # nothing aggregated: the global model stays as it was
+    ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    with pytest.raises(ValueError, match="has no fedwsa-config"):
+        main(None, ctx)

@@ -5,6 +5,8 @@ import pytest
 from flwr.app import ConfigRecord, MetricRecord
 
 from fedwsa.run.wire import (
+    PROXIMAL_MU,
+    WSA_LAMBDA,
     TrainReply,
     TrainSettings,
     check_reply,
@@ -12,30 +14,37 @@ from fedwsa.run.wire import (
     decode_train,
     encode_reply,
     encode_train,
+    encode_wsa,
 )  # fmt: skip
 
 
 def test_train_settings_round_trip_through_configrecord():
     s = TrainSettings(server_round=3, lr=0.1, epochs=2, local_steps=7, batch_size=16, momentum=0.9,
-                      weight_decay=1e-5, proximal_mu=0.01, wsa_lambda=0.5, wsa_distance="w2",
+                      weight_decay=1e-5, wsa_lambda=0.5, wsa_distance="w2",
                       wsa_scope_all=True, target=np.array([[0.1, 0.2], [-0.3, 0.4]]))  # fmt: skip
-    back = decode_train(ConfigRecord(encode_train(s)))
+    config = {**encode_train(s), **encode_wsa(0.5, "w2", True, s.target)}
+    back = decode_train(ConfigRecord(config))
     np.testing.assert_array_equal(back.target, s.target)
     assert back == TrainSettings(**{**s.__dict__, "target": back.target})
     assert decode_train(encode_train(TrainSettings(1, 0.1, 1, 8))).target is None
 
 
+def test_strategy_knobs_are_the_strategies_own_and_absent_means_fedavg():
+    base = encode_train(TrainSettings(2, 0.1, 1, 8, proximal_mu=0.3, wsa_lambda=2.0))
+    assert not {PROXIMAL_MU, WSA_LAMBDA} & set(base)  # the loop sends no strategy's knobs
+    plain = decode_train(base)
+    assert (plain.proximal_mu, plain.wsa_lambda, plain.target) == (0.0, 0.0, None)
+    assert decode_train({**base, PROXIMAL_MU: 0.3}).proximal_mu == 0.3  # Flower's FedProx key
+
+
 def test_reply_round_trip_through_metricrecord():
-    r = TrainReply(num_examples=42, train_loss=0.25, scope=np.array([[0.0, 1.0], [2.0, 3.0]]), partition_id=7)
-    back = decode_reply(MetricRecord(encode_reply(r)))
-    assert (back.num_examples, back.train_loss, back.partition_id) == (42, 0.25, 7)
-    np.testing.assert_array_equal(back.scope, r.scope)
+    back = decode_reply(MetricRecord(encode_reply(TrainReply(num_examples=42, train_loss=0.25))))
+    assert (back.num_examples, back.train_loss) == (42, 0.25)
 
 
 def _good():
     arrays = {"w": np.ones((2, 3), np.float32), "b": np.zeros(2, np.float32)}
-    metrics = encode_reply(TrainReply(10, 0.5, np.array([[0.0, 1.0]]), 0))
-    return arrays, metrics
+    return arrays, encode_reply(TrainReply(10, 0.5))
 
 
 SHAPES = {"w": (2, 3), "b": (2,)}
@@ -55,25 +64,28 @@ def _bad(kind):
         del arrays["b"]
     elif kind == "zero_examples":
         metrics["num-examples"] = 0
-    elif kind == "negative_examples":
-        metrics["num-examples"] = -5
-    elif kind == "scope_nan":
-        metrics["scope-sigma"] = [float("nan")]
-    elif kind == "scope_layers":
-        metrics["scope-mu"], metrics["scope-sigma"] = [0.0, 0.0], [1.0, 1.0]
-    elif kind == "no_scope":
-        del metrics["scope-mu"]
+    elif kind == "more_examples":
+        metrics["num-examples"] = 11
+    elif kind == "fractional_examples":
+        metrics["num-examples"] = 10.5
+    elif kind == "nan_loss":
+        metrics["train-loss"] = float("nan")
+    elif kind == "scope":  # what the server computes itself is not accepted from a client
+        metrics["scope-sigma"] = [-1.0]
+    elif kind == "no_loss":
+        del metrics["train-loss"]
     return arrays, metrics
 
 
 @pytest.mark.parametrize(
     ("kind", "words"),
     [("nan", "NaN"), ("inf", "NaN or Inf"), ("shape", "shape"), ("count", "do not match"),
-     ("missing", "do not match"), ("zero_examples", "num-examples is 0"),
-     ("negative_examples", "num-examples is -5"), ("scope_nan", "NaN"), ("scope_layers", "2 layers"),
-     ("no_scope", "malformed")],
+     ("missing", "do not match"), ("zero_examples", "num-examples is 0, the client's partition holds 10"),
+     ("more_examples", "num-examples is 11"), ("fractional_examples", "not a whole number"),
+     ("nan_loss", "not a finite number"), ("scope", "extra ['scope-sigma']"),
+     ("no_loss", "missing ['train-loss']")],
 )  # fmt: skip
 def test_check_reply_rejects_each_fault(kind, words):
-    assert check_reply(*_good(), SHAPES, 1) is None
-    reason = check_reply(*_bad(kind), SHAPES, 1)
-    assert reason is not None and words in reason
+    assert check_reply(*_good(), SHAPES, 10) == TrainReply(10, 0.5)
+    reason = check_reply(*_bad(kind), SHAPES, 10)
+    assert isinstance(reason, str) and words in reason, reason

@@ -38,4 +38,3 @@ def bench_flower_sweep(args: argparse.Namespace) -> dict[str, Any]:
                      "share_of_a_core": sweep / (sweep + 0.1)})  # fmt: skip
     print(table(rows, list(rows[0])))
     return {"repeat": args.repeat, "rows": rows}
-

@@ -41,15 +41,11 @@ _CFG: Any = None
 
 
 def _client(job: tuple[int, int, dict[str, np.ndarray]]) -> tuple[int, dict[str, np.ndarray], int]:
-    from fedwsa.run.client import local_round
-    from fedwsa.run.wire import TrainSettings
+    from fedwsa.run.client import local_round, train_settings
 
     rnd, pid, state = job
     c = _CFG
-    settings = TrainSettings(
-        server_round=rnd, lr=c.lr, epochs=c.epochs, local_steps=c.local_steps, batch_size=c.batch_size,
-        momentum=c.momentum, weight_decay=c.weight_decay,
-    )  # fmt: skip
+    settings = train_settings(c, rnd)
     new, reply = local_round(c, pid, {k: torch.from_numpy(v) for k, v in state.items()}, settings)
     return pid, {k: v.numpy() for k, v in new.items()}, reply.num_examples
 

@@ -130,6 +130,9 @@ def write_run_config(cfg: ExperimentConfig, path: Path, engine: str = "deploymen
     return path
 
 
+CLIENTAPP_ENV = "FEDWSA_CLIENTAPP"
+
+
 def stage_app(dest: Path) -> Path:
     """Copy the Flower app's files (``fab-include`` in ``pyproject.toml``) into ``dest``.
 
@@ -138,14 +141,29 @@ def stage_app(dest: Path) -> Path:
     project folder, that is the virtual environment, downloaded data and every earlier
     run's outputs (47,000 files, ~8 s on the development machine, growing with each run).
     The staged copy holds only the ~25 files that go into the FAB, so the FAB is the same.
+
+    ``$FEDWSA_CLIENTAPP=<package.module>:<attribute>`` runs another ClientApp of this
+    project instead of ``clients.client_app:app`` (its package's files join the FAB): the
+    tests' misbehaving clients (``tests/faulty_client_app.py``) use it.
     """
-    meta = tomli.loads((PROJECT_DIR / "pyproject.toml").read_text())
-    for pattern in meta["tool"]["flwr"]["app"]["fab-include"]:
+    text = (PROJECT_DIR / "pyproject.toml").read_text()
+    meta = tomli.loads(text)
+    patterns = list(meta["tool"]["flwr"]["app"]["fab-include"])
+    override = os.environ.get(CLIENTAPP_ENV, "")
+    if override:
+        package = override.split(":", 1)[0].split(".")[0]
+        patterns.append(f"{package}/**/*.py")
+        default = meta["tool"]["flwr"]["app"]["components"]["clientapp"]
+        text = text.replace(f'clientapp = "{default}"', f'clientapp = "{override}"')
+        text = text.replace("fab-include = [", f'fab-include = ["{package}/**/*.py", ', 1)
+    for pattern in patterns:
         for src in sorted(PROJECT_DIR.glob(pattern)):
             if src.is_file():
                 target = dest / src.relative_to(PROJECT_DIR)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, target)
+    if override:
+        (dest / "pyproject.toml").write_text(text)
     return dest
 
 

@@ -110,5 +110,3 @@ def wait_http(
             pass
         time.sleep(0.2)
     raise LaunchError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
-
-

@@ -19,7 +19,7 @@ from fedwsa.regularizers import make_regularizer
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import TrainReply, TrainSettings
 from fedwsa.train import derive_seed, train
-from fedwsa.wsa import model_scope, scoped_names
+from fedwsa.wsa import scoped_names
 
 
 @lru_cache(maxsize=2)
@@ -62,6 +62,21 @@ def client_data(cfg: ExperimentConfig, partition_id: int) -> tuple[Tensor, Tenso
     return ds.x_train[idx], ds.y_train[idx]
 
 
+def train_settings(
+    cfg: ExperimentConfig, server_round: int, target: np.ndarray | None = None
+) -> TrainSettings:
+    """The settings the server sends for round ``server_round`` of ``cfg``: local SGD, and
+    the knobs of ``cfg.strategy`` (those its strategy adds to the message). Built here
+    once, for code that trains clients without a server (benchmarks, tests)."""
+    s = cfg.strategy
+    return TrainSettings(
+        server_round=server_round, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
+        batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+        proximal_mu=s.proximal_mu, wsa_lambda=s.wsa_lambda, wsa_distance=s.distance,
+        wsa_scope_all=s.scope_all, target=target,
+    )  # fmt: skip
+
+
 def new_model(cfg: ExperimentConfig) -> nn.Module:
     """The experiment's model, initialised from ``seeds.model_init``."""
     ds = experiment_data(cfg)
@@ -97,5 +112,4 @@ def local_round(
         momentum=settings.momentum, weight_decay=settings.weight_decay,
         regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
-    reply = TrainReply(result.num_examples, result.loss, model_scope(model, names), partition_id)
-    return model.state_dict(), reply
+    return model.state_dict(), TrainReply(result.num_examples, result.loss)

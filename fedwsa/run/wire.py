@@ -35,17 +35,23 @@ WSA_SCOPE_ALL = "wsa-scope-all"
 TARGET_MU = "wsa-target-mu"
 TARGET_SIGMA = "wsa-target-sigma"
 
-# reply (client -> server); "num-examples" is the weight Flower's FedAvg reads
+# reply (client -> server): parameters under ARRAYS, these two numbers under METRICS.
+# "num-examples" is the weight Flower's FedAvg reads. Nothing else: what the server can
+# compute itself (a client's scope, which partition it trained) it does not ask for.
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
-SCOPE_MU = "scope-mu"
-SCOPE_SIGMA = "scope-sigma"
-PARTITION_ID = "partition-id"
+REPLY_KEYS = frozenset({NUM_EXAMPLES, TRAIN_LOSS})
+PARTITION_ID = "partition-id"  # query reply (deployment) and train config (simulation)
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """What a client needs to run one round of local training."""
+    """What a client needs to run one round of local training.
+
+    The server loop sends the fields up to ``local_steps`` (:func:`encode_train`); each
+    strategy adds its own knobs (Flower's FedProx its ``proximal-mu``, FedWSA
+    :func:`encode_wsa`); an absent knob is 0, which is FedAvg.
+    """
 
     server_round: int
     lr: float
@@ -74,64 +80,72 @@ def decode_scope(d: Any, mu_key: str, sigma_key: str) -> np.ndarray:
 
 
 def encode_train(s: TrainSettings) -> dict[str, Any]:
-    """Flat dict for the round's ``ConfigRecord``."""
-    d: dict[str, Any] = {
+    """Flat dict for the round's ``ConfigRecord``: the local training settings that every
+    strategy shares (the strategies add their own knobs)."""
+    return {
         ROUND: s.server_round, LR: s.lr, EPOCHS: s.epochs, LOCAL_STEPS: s.local_steps,
         BATCH_SIZE: s.batch_size, MOMENTUM: s.momentum, WEIGHT_DECAY: s.weight_decay,
-        PROXIMAL_MU: s.proximal_mu,
-        WSA_LAMBDA: s.wsa_lambda, WSA_DISTANCE: s.wsa_distance, WSA_SCOPE_ALL: s.wsa_scope_all,
     }  # fmt: skip
-    if s.target is not None:
-        d.update(encode_scope(s.target, TARGET_MU, TARGET_SIGMA))
-    return d
+
+
+def encode_wsa(lam: float, distance: str, scope_all: bool, target: np.ndarray) -> dict[str, Any]:
+    """FedWSA's knobs and the round's target scope, for the round's ``ConfigRecord``."""
+    return {
+        WSA_LAMBDA: lam, WSA_DISTANCE: distance, WSA_SCOPE_ALL: scope_all,
+        **encode_scope(target, TARGET_MU, TARGET_SIGMA),
+    }  # fmt: skip
 
 
 def decode_train(d: Any) -> TrainSettings:
-    """Inverse of :func:`encode_train` (accepts a dict or a ``ConfigRecord``)."""
+    """The settings in a round's config (a dict or a ``ConfigRecord``): :func:`encode_train`
+    plus whichever strategy knobs it holds."""
     return TrainSettings(
         server_round=int(d[ROUND]), lr=float(d[LR]), epochs=int(d[EPOCHS]), local_steps=int(d[LOCAL_STEPS]),
         batch_size=int(d[BATCH_SIZE]), momentum=float(d[MOMENTUM]),
-        weight_decay=float(d[WEIGHT_DECAY]), proximal_mu=float(d[PROXIMAL_MU]),
-        wsa_lambda=float(d[WSA_LAMBDA]), wsa_distance=str(d[WSA_DISTANCE]),
-        wsa_scope_all=bool(d[WSA_SCOPE_ALL]),
+        weight_decay=float(d[WEIGHT_DECAY]), proximal_mu=float(d.get(PROXIMAL_MU, 0.0)),
+        wsa_lambda=float(d.get(WSA_LAMBDA, 0.0)), wsa_distance=str(d.get(WSA_DISTANCE, "kl")),
+        wsa_scope_all=bool(d.get(WSA_SCOPE_ALL, False)),
         target=decode_scope(d, TARGET_MU, TARGET_SIGMA) if TARGET_MU in d else None,
     )  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TrainReply:
-    """What a client reports after local training (beside its parameters)."""
+    """What a client reports after local training, beside its parameters."""
 
     num_examples: int
     train_loss: float
-    scope: np.ndarray  # (L, 2) scope of the client's model after training
-    partition_id: int
 
 
 def encode_reply(r: TrainReply) -> dict[str, Any]:
-    """Flat dict for the reply's single ``MetricRecord``."""
-    return {
-        NUM_EXAMPLES: r.num_examples, TRAIN_LOSS: r.train_loss, PARTITION_ID: r.partition_id,
-        **encode_scope(r.scope, SCOPE_MU, SCOPE_SIGMA),
-    }  # fmt: skip
+    """Flat dict for the reply's ``MetricRecord``."""
+    return {NUM_EXAMPLES: r.num_examples, TRAIN_LOSS: r.train_loss}
 
 
 def decode_reply(d: Any) -> TrainReply:
-    """Inverse of :func:`encode_reply` (accepts a dict or a ``MetricRecord``)."""
-    return TrainReply(
-        num_examples=int(d[NUM_EXAMPLES]), train_loss=float(d[TRAIN_LOSS]),
-        scope=decode_scope(d, SCOPE_MU, SCOPE_SIGMA), partition_id=int(d[PARTITION_ID]),
-    )  # fmt: skip
+    """Inverse of :func:`encode_reply`: exactly its keys, an integer count and a finite loss
+    (``ValueError`` says what is wrong)."""
+    keys = set(d.keys())
+    if keys != REPLY_KEYS:
+        extra, missing = sorted(keys - REPLY_KEYS), sorted(REPLY_KEYS - keys)
+        raise ValueError(f"metrics must hold exactly {sorted(REPLY_KEYS)}; extra {extra}, missing {missing}")
+    n, loss = d[NUM_EXAMPLES], d[TRAIN_LOSS]
+    if isinstance(n, bool) or not isinstance(n, int | float) or n != int(n):
+        raise ValueError(f"num-examples is {n!r}, not a whole number")
+    if isinstance(loss, bool) or not isinstance(loss, int | float) or not np.isfinite(loss):
+        raise ValueError(f"train-loss is {loss!r}, not a finite number")
+    return TrainReply(num_examples=int(n), train_loss=float(loss))
 
 
 def check_reply(
-    arrays: dict[str, np.ndarray], metrics: Any, shapes: dict[str, tuple[int, ...]], num_layers: int
-) -> str | None:
-    """Why a client's reply must not be aggregated, or ``None`` if it is sound.
+    arrays: dict[str, np.ndarray], metrics: Any, shapes: dict[str, tuple[int, ...]], num_examples: int
+) -> TrainReply | str:
+    """A client's reply decoded, or why it must not be aggregated.
 
     Rejects parameters of the wrong names, count or shapes, non-finite parameters,
-    a missing or non-positive example count, and scopes that are non-finite or do not
-    match the model's scoped layers.
+    metrics other than :data:`REPLY_KEYS`, a non-finite loss, and an example count other
+    than ``num_examples``, the size of the client's partition as the server computes it
+    (FedAvg weighs each client by it: a client must not choose its own weight).
     """
     if set(arrays) != set(shapes):
         return f"parameters {sorted(set(arrays) ^ set(shapes))[:3]} do not match the model's"
@@ -143,11 +157,7 @@ def check_reply(
     try:
         reply = decode_reply(metrics)
     except (KeyError, TypeError, ValueError) as e:
-        return f"malformed metrics ({type(e).__name__}: {e})"
-    if reply.num_examples <= 0:
-        return f"num-examples is {reply.num_examples}"
-    if reply.scope.shape != (num_layers, 2):
-        return f"scope has {reply.scope.shape[0]} layers, the model {num_layers}"
-    if not np.isfinite(reply.scope).all() or not np.isfinite(reply.train_loss):
-        return "scope or train loss holds NaN or Inf"
-    return None
+        return f"malformed metrics ({e})"
+    if reply.num_examples != num_examples:
+        return f"num-examples is {reply.num_examples}, the client's partition holds {num_examples}"
+    return reply

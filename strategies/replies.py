@@ -1,0 +1,99 @@
+"""The round loop's check of the clients' replies: decode each reply once, keep the sound
+ones, say why each other sampled client has no usable reply; then optional clipping.
+
+A reply is used only if it holds exactly an ``ArrayRecord`` named ``arrays`` with the
+model's parameter names and shapes, all finite, and a ``MetricRecord`` named ``metrics``
+with exactly the keys of ``fedwsa.run.wire.encode_reply``, whose example count is the size
+of the client's partition as the server computes it (``fedwsa.run.wire.check_reply``).
+What a client could misreport and the server can compute (its scope, its partition) is
+never read from the reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message
+
+from fedwsa.robust import clip_updates
+from fedwsa.run.wire import ARRAYS, METRICS, check_reply
+
+
+@dataclass(frozen=True)
+class Update:
+    """One client's sound reply, decoded once."""
+
+    partition_id: int
+    message: Message
+    arrays: dict[str, np.ndarray]
+    num_examples: int
+    train_loss: float
+
+
+def _reason(reply: Message) -> str:
+    """An error reply's reason on one line: the exception's own message where Flower wraps
+    it (``... Message: <text>``), at most 200 characters."""
+    text = str(reply.error.reason)
+    if "Message: " in text:
+        text = text.rsplit("Message: ", 1)[1]
+    text = " ".join(text.replace("\\n", " ").split()).rstrip("'>")
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _screen_one(
+    reply: Message, partition_id: int, shapes: Mapping[str, tuple[int, ...]], num_examples: int
+) -> Update | str:
+    if reply.has_error():
+        return _reason(reply)
+    content = reply.content
+    records = {k: type(v).__name__ for k, v in content.items()}
+    want = {ARRAYS: "ArrayRecord", METRICS: "MetricRecord"}
+    if records != want:
+        return f"rejected by the server: expected the records {want}, got {records}"
+    arrays = {k: v.numpy() for k, v in content[ARRAYS].items()}  # type: ignore[union-attr]
+    metrics = check_reply(arrays, content[METRICS], dict(shapes), num_examples)
+    if isinstance(metrics, str):
+        return f"rejected by the server: {metrics}"
+    return Update(partition_id, reply, arrays, metrics.num_examples, metrics.train_loss)
+
+
+def screen(
+    replies: Sequence[Message],
+    partition_of: Mapping[int, int],
+    shapes: Mapping[str, tuple[int, ...]],
+    sizes: Sequence[int],
+) -> tuple[list[Update], dict[int, str]]:
+    """The sound replies as :class:`Update` s, and for each other one its partition id and
+    why it is not used. ``partition_of`` maps the server's node ids to partition ids (the
+    server's own record of whom it asked), ``sizes`` are the partitions' sizes."""
+    updates: list[Update] = []
+    rejected: dict[int, str] = {}
+    for reply in replies:
+        pid = partition_of.get(reply.metadata.src_node_id, -1)
+        checked = _screen_one(reply, pid, shapes, sizes[pid] if 0 <= pid < len(sizes) else -1)
+        if isinstance(checked, Update):
+            updates.append(checked)
+        else:
+            rejected[pid] = checked
+    return updates, rejected
+
+
+def clip(
+    updates: list[Update], base: dict[str, np.ndarray], factor: float
+) -> tuple[list[Update], list[float]]:
+    """Clip each update to ``factor`` x the round's median update norm
+    (``fedwsa.robust.clip_updates``); a clipped reply's message carries the clipped
+    parameters too, so all that follows (aggregation, FedWSA's scopes) sees them."""
+    clipped, scales = clip_updates([u.arrays for u in updates], base, factor)
+    out = []
+    for u, new, scale in zip(updates, clipped, scales, strict=True):
+        if scale < 1.0:
+            u.message.content[ARRAYS] = ArrayRecord(
+                {k: Array(np.ascontiguousarray(v)) for k, v in new.items()}
+            )
+            u = dataclasses.replace(u, arrays=new)
+        out.append(u)
+    return out, scales

@@ -1,0 +1,184 @@
+"""The round loop: sample, send, check the replies, clip, aggregate, evaluate, checkpoint.
+
+Flower's ``Strategy.start`` numbers rounds from 1 on every call, so the loop is ours (the
+strategy's own ``configure_train`` and ``aggregate_train``, in Flower's order); that is
+what lets a resumed run continue at round ``r + 1``. It runs on any Flower Grid:
+simulation, deployment, or the in-process grid of the tests.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp import Grid
+
+from fedwsa.run import checkpoint
+from fedwsa.run.checkpoint import Checkpoint
+from fedwsa.run.client import experiment_data, new_model, partitions, train_settings
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.results import RunLog, scope_stats
+from fedwsa.run.wire import FINISHED, encode_train
+from fedwsa.train import evaluate
+from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
+from strategies.build import build_strategy
+from strategies.grid import PartitionGrid
+from strategies.replies import Update, clip, screen
+
+
+class RunFailed(RuntimeError):
+    """The run cannot go on (too many failed rounds, results not writable); one line."""
+
+
+def say(text: str) -> None:
+    print(f"[fedwsa] {text}", flush=True)
+
+
+class Session:
+    """One run: the model, the strategy, the results, and the loop over rounds."""
+
+    def __init__(self, grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
+        self.cfg = cfg
+        self.grid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling,
+                                  cfg.node_wait_s, cfg.min_fit_clients, assign=assign)  # fmt: skip
+        self.data = experiment_data(cfg)
+        self.sizes = [len(p) for p in partitions(cfg)]  # what each client must report
+        self.model = new_model(cfg)
+        self.names = scoped_names(self.model, cfg.strategy.scope_all)
+        self.shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        self.strategy = build_strategy(cfg, self.model, self.names)
+        self.log = RunLog(cfg.out_dir, self.names)
+        self.arrays = ArrayRecord(self.model.state_dict())
+        self.done = 0  # rounds completed
+        self.failed_rounds = 0  # consecutive rounds without an aggregate
+        self.saved = 0  # last round checkpointed
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        cfg = self.cfg
+        if not (cfg.resume and self.restore()):
+            self.record(0, None, [])
+        train_config = ConfigRecord(encode_train(train_settings(cfg, 0)))
+        for rnd in range(self.done + 1, cfg.num_rounds + 1):
+            messages = self.strategy.configure_train(rnd, self.arrays, train_config, self.grid)
+            replies = list(self.grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
+            updates, failed = self.check(replies)
+            if cfg.update_clip and updates:
+                updates = self.clip(updates)
+            if len(updates) < cfg.min_fit_clients:
+                say(f"only {len(updates)} replies (< min_fit_clients={cfg.min_fit_clients}): round skipped")
+                self.failed_rounds += 1
+                self.record(rnd, None, failed)
+            else:
+                new, _ = self.strategy.aggregate_train(rnd, [u.message for u in updates])
+                assert new is not None  # every message has content: checked above
+                self.arrays, self.failed_rounds = new, 0
+                self.record(rnd, updates, failed)
+            self.done = rnd
+            if self.failed_rounds >= cfg.max_failed_rounds:
+                raise RunFailed(
+                    f"{self.failed_rounds} rounds in a row without enough good replies "
+                    f"(max_failed_rounds={cfg.max_failed_rounds}); the clients' errors are in the log"
+                )
+            if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds:
+                self.save()
+        final = {k: torch.as_tensor(v) for k, v in self.arrays.to_torch_state_dict().items()}
+        self.log.finish(final)
+
+    # --- the steps --------------------------------------------------------------------------
+    def check(self, replies: list[Any]) -> tuple[list[Update], list[int]]:
+        """The sound replies, and the sampled clients without one (each reason printed)."""
+        updates, rejected = screen(replies, self.grid.partition_of, self.shapes, self.sizes)
+        for pid, reason in rejected.items():
+            say(f"client {pid} failed: {reason}")
+        answered = {u.partition_id for u in updates}
+        failed = [p for p in self.grid.sampled if p not in answered]
+        if failed:
+            say(f"clients {failed} gave no usable reply this round")
+        return updates, failed
+
+    def clip(self, updates: list[Update]) -> list[Update]:
+        base = {k: v.numpy() for k, v in self.arrays.items()}
+        updates, scales = clip(updates, base, self.cfg.update_clip)
+        if any(x < 1.0 for x in scales):
+            say(f"clipped updates, scales {[round(x, 3) for x in scales]}")
+        return updates
+
+    def record(self, rnd: int, updates: list[Update] | None, failed: list[int]) -> None:
+        """Central evaluation of the global model and the round's row of results.
+
+        ``updates``: the replies aggregated this round (``None``: the round was skipped)."""
+        self.model.load_state_dict(self.arrays.to_torch_state_dict())
+        loss, acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.cfg.eval_batch_size)
+        row: dict[str, Any] = {"round": rnd, "test_accuracy": acc, "test_loss": loss,
+                               "num_failures": len(failed), "failed_clients": failed}  # fmt: skip
+        scopes = {"global": model_scope(self.model, self.names).tolist(), **self.strategy.round_record(rnd)}
+        if rnd and updates is None:
+            row["num_replies"] = 0
+        elif updates:
+            n = sum(u.num_examples for u in updates)
+            row.update(train_loss=sum(u.train_loss * u.num_examples for u in updates) / n,
+                       num_replies=len(updates), clients=[u.partition_id for u in updates])  # fmt: skip
+            scopes.update(scope_stats([scope_of_arrays(u.arrays, self.names) for u in updates]))
+        full = self.log.add_round(row, scopes)
+        train = f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else ""
+        replied = f"  clients {row['num_replies']}/{self.cfg.sample_size}" if rnd else ""
+        say(f"round {rnd:>3}/{self.cfg.num_rounds}  acc {acc:.4f}  loss {loss:.4f}{train}{replied}  "
+            f"elapsed {full['elapsed_s']:.1f}s")  # fmt: skip
+
+    # --- checkpoints --------------------------------------------------------------------
+    def save(self) -> None:
+        state = {"failed_rounds": self.failed_rounds, **self.strategy.state()}
+        ckpt = Checkpoint(
+            self.done, dict(self.arrays.to_torch_state_dict()),  # fresh tensors, deserialised
+            self.cfg.identity(), state, self.grid.state(), self.log.state(),
+        )  # fmt: skip
+        checkpoint.save(self.cfg.out_dir, ckpt)
+        self.saved = self.done
+
+    def restore(self) -> bool:
+        """Continue from the newest good checkpoint; False when there is none."""
+        ckpt, problems = checkpoint.load_latest(self.cfg.out_dir, self.cfg.identity())
+        for p in problems:
+            say(f"skipped a bad checkpoint: {p}")
+        if ckpt is None:
+            return False
+        self.arrays = ArrayRecord(ckpt.params)
+        self.done = self.saved = ckpt.round
+        self.failed_rounds = int(ckpt.strategy.get("failed_rounds", 0))
+        self.strategy.restore(ckpt.strategy)
+        self.grid.restore(ckpt.sampler)
+        self.log.restore(ckpt.log)
+        say(f"resumed after round {ckpt.round} from {checkpoint.folder(self.cfg.out_dir)}")
+        return True
+
+    def fail(self, error: str) -> None:
+        """Mark the results as failed (if they can still be written)."""
+        with suppress(OSError):
+            self.log.write("failed", error)
+
+
+def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
+    """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment).
+
+    ``assign``: the nodes are virtual (Flower's simulation), so partitions are assigned to
+    them instead of asked for (see ``strategies.grid``)."""
+    session = Session(grid, cfg, assign)
+    try:
+        session.run()
+    except OSError as e:
+        what = f"{e.strerror or e} ({e.filename})" if e.filename else str(e.strerror or e)
+        msg = f"cannot write the results in {cfg.out_dir}: {what}"
+        if session.saved:
+            msg += f"; checkpoints up to round {session.saved} are intact: rerun with resume=true"
+        session.fail(msg)
+        raise RunFailed(msg) from e
+    except RunFailed as e:
+        session.fail(str(e))
+        raise
+    except TimeoutError as e:
+        session.fail(str(e))
+        raise RunFailed(str(e)) from e
+    print(f"{FINISHED}results in {cfg.out_dir}", flush=True)
