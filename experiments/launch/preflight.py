@@ -34,7 +34,12 @@ GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
 
 # Every key's default, from the one place that defines them (``conf/config.yaml`` starts
 # from this node; the option files only hold what they change).
-ConfigStore.instance().store(name="fedwsa_defaults", node=dataclasses.asdict(ExperimentConfig()))
+_DEFAULTS = dataclasses.asdict(ExperimentConfig())
+ConfigStore.instance().store(name="fedwsa_defaults", node=_DEFAULTS)
+# experiments.connect (conf/connect.yaml) shares the model and partition option files
+ConfigStore.instance().store(
+    name="fedwsa_connect_defaults", node={k: _DEFAULTS[k] for k in ("model", "partition")}
+)
 
 
 def fail(message: str, code: int) -> NoReturn:
