@@ -91,3 +91,32 @@ def test_corrupted_torchvision_files_are_a_clear_error(tmp_path):
         (cifar / name).write_bytes(b"not a pickle")
     with pytest.raises(DatasetUnavailable, match="dataset 'cifar10'"):
         load_dataset("cifar10", str(tmp_path), False)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_paper_scale_models_take_one_and_three_channels_without_batchnorm(name, shape):
+    torch.manual_seed(0)
+    model = build_model(name, shape, 10)
+    assert model(torch.randn(2, *shape)).shape == (2, 10)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if name == "resnet18":  # GroupNorm instead; CIFAR stem: a 3x3, stride-1 first conv, no max-pool
+        assert any(isinstance(m, torch.nn.GroupNorm) for m in model.modules())
+        assert model.stem[0].kernel_size == (3, 3) and model.stem[0].stride == (1, 1)
+        assert not any(isinstance(m, torch.nn.MaxPool2d) for m in model.modules())
+
+
+def test_vgg11_pads_28x28_inputs_to_32x32_with_zeros():
+    torch.manual_seed(0)
+    model = build_model("vgg11", (1, 28, 28), 10).eval()
+    x = torch.randn(2, 1, 28, 28)
+    padded = torch.zeros(2, 1, 32, 32)
+    padded[:, :, 2:30, 2:30] = x
+    torch.testing.assert_close(model(x), model(padded), rtol=0, atol=0)
+
+
+def test_inputs_a_model_cannot_take_are_one_line_errors():
+    with pytest.raises(ValueError, match=r"'vgg11' needs inputs of 28x28 to 32x32 .* got 8x8"):
+        build_model("vgg11", (1, 8, 8), 10)
+    with pytest.raises(ValueError, match=r"'resnet18' needs inputs of at least 8x8, got 4x4"):
+        build_model("resnet18", (1, 4, 4), 10)
