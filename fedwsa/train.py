@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fedwsa.device import autocast
 from fedwsa.regularizers import Regularizer
 
 
@@ -34,11 +35,13 @@ def batches(
     """Mini-batches of in-memory tensors; shuffled by ``generator`` when one is given.
 
     Indexing tensors directly is much cheaper than a ``DataLoader`` over single samples
-    for datasets that fit in memory, which is every dataset this project ships.
+    for datasets that fit in memory, which is every dataset this project ships. On a GPU,
+    ``x`` and ``y`` live there and so does the batch order (drawn on the CPU's generator,
+    so it is the same on every device).
     """
     n = x.shape[0]
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    for idx in order.split(batch_size):
+    for idx in order.to(x.device).split(batch_size):  # one copy per pass, none per batch
         yield x[idx], y[idx]
 
 
@@ -63,15 +66,19 @@ def sgd_step(
     yb: Tensor,
     regularizer: Regularizer | None = None,
     fused: bool = True,
+    precision: str = "fp32",
 ) -> Tensor:
     """One optimiser step on ``cross_entropy + regularizer(model)``; returns the task loss.
 
     ``fused`` adds the regularizer's gradient in closed form after the task loss's
     backward (as cheap as weight decay); ``fused=False`` differentiates
     ``regularizer(model)`` with autograd (the reference; equal up to float rounding).
+    ``precision="bf16"``: the forward pass under bf16 autocast; the backward pass, the
+    regularizer and the parameters stay fp32.
     """
     opt.zero_grad(set_to_none=True)
-    task = F.cross_entropy(model(xb), yb)
+    with autocast(xb.device, precision):
+        task = F.cross_entropy(model(xb), yb)
     if regularizer is None or fused:
         task.backward()
         if regularizer is not None:
@@ -96,6 +103,7 @@ def train(
     regularizer: Regularizer | None = None,
     generator: torch.Generator | None = None,
     fused: bool = True,
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
@@ -105,23 +113,25 @@ def train(
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
-    total, seen, taken = 0.0, 0, 0
+    total = torch.zeros((), dtype=torch.float64, device=x.device)  # no GPU sync per step
+    seen, taken = 0, 0
     for xb, yb in local_batches(x, y, batch_size, generator, epochs=epochs, steps=steps):
-        task = sgd_step(model, opt, xb, yb, regularizer, fused)
-        total += task.item() * yb.shape[0]
+        task = sgd_step(model, opt, xb, yb, regularizer, fused, precision)
+        total += task.detach().double() * yb.shape[0]
         seen += yb.shape[0]
         taken += 1
-    return TrainResult(loss=total / max(seen, 1), num_examples=int(x.shape[0]), steps=taken)
+    return TrainResult(loss=float(total) / max(seen, 1), num_examples=int(x.shape[0]), steps=taken)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> tuple[float, float]:
     """Mean cross-entropy loss and accuracy of ``model`` on ``(x, y)``."""
     model.eval()
-    loss, correct = 0.0, 0
+    loss = torch.zeros((), dtype=torch.float64, device=x.device)  # no GPU sync per batch
+    correct = torch.zeros((), dtype=torch.int64, device=x.device)
     for xb, yb in batches(x, y, batch_size):
         out = model(xb)
-        loss += F.cross_entropy(out, yb, reduction="sum").item()
-        correct += int((out.argmax(dim=1) == yb).sum())
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(dim=1) == yb).sum()
     n = max(int(y.shape[0]), 1)
-    return loss / n, correct / n
+    return float(loss) / n, int(correct) / n

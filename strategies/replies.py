@@ -31,6 +31,7 @@ class Update:
     arrays: dict[str, np.ndarray]
     num_examples: int
     train_loss: float
+    peak_memory_mb: float
 
 
 def _reason(reply: Message) -> str:
@@ -57,7 +58,9 @@ def _screen_one(
     metrics = check_reply(arrays, content[METRICS], dict(shapes), num_examples)
     if isinstance(metrics, str):
         return f"rejected by the server: {metrics}"
-    return Update(partition_id, reply, arrays, metrics.num_examples, metrics.train_loss)
+    return Update(
+        partition_id, reply, arrays, metrics.num_examples, metrics.train_loss, metrics.peak_memory_mb
+    )
 
 
 def screen(

@@ -15,9 +15,10 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp import Grid
 
+from fedwsa.device import resolve_device, set_deterministic
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
-from fedwsa.run.client import experiment_data, new_model, partitions, train_settings
+from fedwsa.run.client import device_data, new_model, partitions, train_settings
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunLog, scope_stats
 from fedwsa.run.wire import FINISHED, encode_train
@@ -43,14 +44,17 @@ class Session:
         self.cfg = cfg
         self.grid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling,
                                   cfg.node_wait_s, cfg.min_fit_clients, assign=assign)  # fmt: skip
-        self.data = experiment_data(cfg)
+        self.device = resolve_device(cfg.device)
+        set_deterministic(cfg.deterministic)
+        _, _, self.x_test, self.y_test = device_data(cfg, self.device)  # moved there once
         self.sizes = [len(p) for p in partitions(cfg)]  # what each client must report
-        self.model = new_model(cfg)
-        self.names = scoped_names(self.model, cfg.strategy.scope_all)
-        self.shapes = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        self.strategy = build_strategy(cfg, self.model, self.names)
+        model = new_model(cfg)
+        self.names = scoped_names(model, cfg.strategy.scope_all)
+        self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        self.strategy = build_strategy(cfg, model, self.names)
         self.log = RunLog(cfg.out_dir, self.names)
-        self.arrays = ArrayRecord(self.model.state_dict())
+        self.arrays = ArrayRecord(model.state_dict())
+        self.model = model.to(self.device)  # evaluates the global model
         self.done = 0  # rounds completed
         self.failed_rounds = 0  # consecutive rounds without an aggregate
         self.saved = 0  # last round checkpointed
@@ -111,7 +115,7 @@ class Session:
 
         ``updates``: the replies aggregated this round (``None``: the round was skipped)."""
         self.model.load_state_dict(self.arrays.to_torch_state_dict())
-        loss, acc = evaluate(self.model, self.data.x_test, self.data.y_test, self.cfg.eval_batch_size)
+        loss, acc = evaluate(self.model, self.x_test, self.y_test, self.cfg.eval_batch_size)
         row: dict[str, Any] = {"round": rnd, "test_accuracy": acc, "test_loss": loss,
                                "num_failures": len(failed), "failed_clients": failed}  # fmt: skip
         scopes = {"global": model_scope(self.model, self.names).tolist(), **self.strategy.round_record(rnd)}
@@ -120,7 +124,8 @@ class Session:
         elif updates:
             n = sum(u.num_examples for u in updates)
             row.update(train_loss=sum(u.train_loss * u.num_examples for u in updates) / n,
-                       num_replies=len(updates), clients=[u.partition_id for u in updates])  # fmt: skip
+                       num_replies=len(updates), clients=[u.partition_id for u in updates],
+                       peak_memory_mb=[round(u.peak_memory_mb, 1) for u in updates])  # fmt: skip
             scopes.update(scope_stats([scope_of_arrays(u.arrays, self.names) for u in updates]))
         full = self.log.add_round(row, scopes)
         train = f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else ""

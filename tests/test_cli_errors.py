@@ -7,6 +7,7 @@ import json
 import signal
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from experiments.launch.preflight import CONF_DIR, already_finished, execute, preflight_dirs, resolve
@@ -117,3 +118,14 @@ def test_the_dataclasses_are_the_one_source_of_defaults(tmp_path):
         default, out_dir=exp.out_dir, dataset=dataclasses.replace(default.dataset, root=exp.dataset.root)
     )
     assert exp == expected
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_on_a_machine_without_it_is_one_line_exit_2(tmp_path, capsys):
+    code, err = _execute([f"out_dir={tmp_path / 'run'}", "device=cuda"], capsys)
+    assert (
+        code == 2
+        and err.strip()
+        == "error: device: cuda: CUDA is not available on this machine (use device=cpu or auto)"
+    )
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,8 @@ BAD = [
     ("seeds.sampling", -2), ("lr", "fast"), ("num_clients", 2.5), ("verbose", "yes"),
     ("model.name", "cnn"),  # digits are 8x8: too small for the NIID-Bench CNN
     ("partition.min_size", 0), ("client_cpus", 0), ("strategy.nope", 1), ("local_steps", -1),
+    ("model.name", "vgg11"),  # digits are 8x8: VGG-11 takes 28x28 to 32x32
+    ("device", "gpu"), ("device", "cuda:x"), ("precision", "fp16"), ("client_gpus", -0.5),
 ]  # fmt: skip
 
 

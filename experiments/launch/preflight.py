@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from experiments.launch.flower import PROJECT_DIR, read_status
 from experiments.launch.processes import LaunchError
 from fedwsa.data import DatasetUnavailable
+from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
@@ -181,6 +182,10 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
             raise ConfigError("resume", problem)
         raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
+    try:  # `cuda` where this machine has none: one line, before anything starts
+        resolve_device(exp.device)
+    except DeviceUnavailable as e:
+        raise ConfigError("device", str(e)) from None
     out = Path(exp.out_dir).expanduser().resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
     return dataclasses.replace(

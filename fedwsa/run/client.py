@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from fedwsa.data import Dataset, holdout, load_dataset
+from fedwsa.device import peak_memory_mb, release, reset_peak_memory, resolve_device, set_deterministic
 from fedwsa.models import build_model
 from fedwsa.partition import partition
 from fedwsa.regularizers import make_regularizer
@@ -39,7 +40,20 @@ def release_data() -> None:
     """Drop the cached datasets and splits (the launcher's pre-check does not need them
     while the run's own processes train: ~220 MB for Fashion-MNIST)."""
     _data.cache_clear()
+    _on_device.cache_clear()
     partitions.cache_clear()
+
+
+@lru_cache(maxsize=2)
+def _on_device(cfg: ExperimentConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ds = experiment_data(cfg)
+    return ds.x_train.to(device), ds.y_train.to(device), ds.x_test.to(device), ds.y_test.to(device)
+
+
+def device_data(cfg: ExperimentConfig, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``x_train, y_train, x_test, y_test`` on ``device``, moved there once per process
+    (the same tensors on the CPU)."""
+    return _on_device(cfg, device)
 
 
 @lru_cache(maxsize=4)
@@ -53,13 +67,16 @@ def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
     )  # fmt: skip
 
 
-def client_data(cfg: ExperimentConfig, partition_id: int) -> tuple[Tensor, Tensor]:
-    """Client ``partition_id``'s training tensors."""
+def client_data(
+    cfg: ExperimentConfig, partition_id: int, device: torch.device | None = None
+) -> tuple[Tensor, Tensor]:
+    """Client ``partition_id``'s training tensors, on ``device`` (default: the CPU); on a
+    GPU they are cut from the training set that :func:`device_data` moved there once."""
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
-    ds = experiment_data(cfg)
-    idx = torch.from_numpy(partitions(cfg)[partition_id])
-    return ds.x_train[idx], ds.y_train[idx]
+    x, y, _, _ = device_data(cfg, device or torch.device("cpu"))
+    idx = torch.from_numpy(partitions(cfg)[partition_id]).to(x.device)
+    return x[idx], y[idx]
 
 
 def train_settings(
@@ -96,8 +113,10 @@ def local_round(
     round is reproducible wherever it runs.
     """
     torch.set_num_threads(cfg.client_threads)
-    x, y = client_data(cfg, partition_id)
-    model = new_model(cfg)
+    device = resolve_device(cfg.device)
+    set_deterministic(cfg.deterministic)
+    x, y = client_data(cfg, partition_id, device)
+    model = new_model(cfg).to(device)  # initialised on the CPU: the same on every device
     model.load_state_dict(state)
     names = scoped_names(model, settings.wsa_scope_all)
     regularizer = make_regularizer(
@@ -106,10 +125,16 @@ def local_round(
     )  # fmt: skip
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
     torch.manual_seed(seed)
+    reset_peak_memory(device)
     result = train(
         model, x, y, epochs=settings.epochs, steps=settings.local_steps, lr=settings.lr,
         batch_size=settings.batch_size,
         momentum=settings.momentum, weight_decay=settings.weight_decay,
         regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
+        precision=cfg.precision,
     )  # fmt: skip
-    return model.state_dict(), TrainReply(result.num_examples, result.loss)
+    new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    peak = peak_memory_mb(device)
+    del model, regularizer, x, y
+    release(device)  # nothing of this round stays on the GPU but the cached dataset
+    return new_state, TrainReply(result.num_examples, result.loss, peak)

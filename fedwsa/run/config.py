@@ -14,11 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedwsa.data import DATASETS
-from fedwsa.models import MODELS, build_model
+from fedwsa.device import DEVICE_PATTERN, PRECISIONS
+from fedwsa.models import MODELS, check_input
 from fedwsa.partition import PARTITIONS
 from fedwsa.wsa import DISTANCES, FUSIONS
 
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
+ENGINES: tuple[str, ...] = ("simulation", "inprocess")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # fmt: skip
@@ -125,6 +127,12 @@ class ExperimentConfig:
     max_failed_rounds: int = 3  # stop after this many skipped rounds in a row
     update_clip: float = 0.0  # >= 1: clip each update to this multiple of the median norm; 0: off
     verbose: bool = False  # show Flower's own INFO logs
+    device: str = "auto"  # auto | cpu | cuda | cuda:N, resolved by each process (fedwsa/device.py)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of forward passes; parameters stay fp32)
+    deterministic: bool = False  # deterministic cuDNN / torch kernels (bit-identical GPU runs)
+    client_gpus: float = -1.0  # share of a GPU per simulated client; -1: 0.25 on CUDA, 0 on CPU
+    engine: str = "simulation"  # experiments.run: simulation (Flower + Ray) | inprocess (one process)
+    ray_address: str = ""  # simulation: "" starts Ray here; auto or host:port joins a Ray cluster
     out_dir: str = ""
 
     @property
@@ -136,9 +144,13 @@ class ExperimentConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     def identity(self) -> str:
-        """The JSON that a checkpoint must match to be resumed: all but ``resume`` and
-        ``verbose``, which do not change results."""
-        return dataclasses.replace(self, resume=False, verbose=False).to_json()
+        """The JSON that a checkpoint must match to be resumed: all but what does not change
+        results (``resume``, ``verbose``, and where the clients run: ``engine``,
+        ``ray_address``, ``client_gpus``)."""
+        neutral = dataclasses.replace(
+            self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0
+        )
+        return neutral.to_json()
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
@@ -197,6 +209,10 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _choice("partition.kind", p.kind, PARTITIONS)
     _choice("strategy.distance", s.distance, DISTANCES)
     _choice("strategy.fusion", s.fusion, FUSIONS)
+    _choice("precision", c.precision, PRECISIONS)
+    _choice("engine", c.engine, ENGINES)
+    _check("device", DEVICE_PATTERN.fullmatch(c.device) is not None, "auto, cpu, cuda or cuda:N", c.device)
+    _check("client_gpus", c.client_gpus == -1 or c.client_gpus >= 0, "-1 (auto) or >= 0", c.client_gpus)
     for key, value in [
         ("seed", c.seed),
         *((f"seeds.{k}", v) for k, v in dataclasses.asdict(c.seeds).items()),
@@ -244,7 +260,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
             f"but {c.dataset.name} has {n} training samples",
         )
     try:
-        build_model(c.model.name, INPUT_SHAPES[c.dataset.name], 10, c.model.hidden)
+        check_input(c.model.name, INPUT_SHAPES[c.dataset.name])
     except ValueError as e:
         raise ConfigError("model.name", f"{e} ({c.dataset.name})") from None
     return c

@@ -29,7 +29,7 @@ import torch
 
 COLUMNS = (
     "round", "test_accuracy", "test_loss", "train_loss", "num_replies", "num_failures",
-    "clients", "failed_clients", "round_time_s", "elapsed_s",
+    "clients", "failed_clients", "peak_memory_mb", "round_time_s", "elapsed_s",
 )  # fmt: skip
 
 
@@ -110,7 +110,9 @@ class RunLog:
         w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
-            lists = {k: " ".join(map(str, r[k] or [])) for k in ("clients", "failed_clients")}
+            lists = {
+                k: " ".join(map(str, r[k] or [])) for k in ("clients", "failed_clients", "peak_memory_mb")
+            }
             w.writerow({**r, **lists})
         atomic_write(self.out / "metrics.csv", buf.getvalue())
         atomic_write(self.out / "scopes.json", json.dumps({"layers": self.layers, "rounds": self.scopes}))

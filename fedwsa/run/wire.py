@@ -35,12 +35,13 @@ WSA_SCOPE_ALL = "wsa-scope-all"
 TARGET_MU = "wsa-target-mu"
 TARGET_SIGMA = "wsa-target-sigma"
 
-# reply (client -> server): parameters under ARRAYS, these two numbers under METRICS.
+# reply (client -> server): parameters under ARRAYS, these numbers under METRICS.
 # "num-examples" is the weight Flower's FedAvg reads. Nothing else: what the server can
 # compute itself (a client's scope, which partition it trained) it does not ask for.
 NUM_EXAMPLES = "num-examples"
 TRAIN_LOSS = "train-loss"
-REPLY_KEYS = frozenset({NUM_EXAMPLES, TRAIN_LOSS})
+PEAK_MEMORY = "peak-memory-mb"  # the most GPU memory torch held in the round (0 on a CPU)
+REPLY_KEYS = frozenset({NUM_EXAMPLES, TRAIN_LOSS, PEAK_MEMORY})
 PARTITION_ID = "partition-id"  # query reply (deployment) and train config (simulation)
 
 
@@ -115,11 +116,12 @@ class TrainReply:
 
     num_examples: int
     train_loss: float
+    peak_memory_mb: float = 0.0  # recorded, never used for aggregation
 
 
 def encode_reply(r: TrainReply) -> dict[str, Any]:
     """Flat dict for the reply's ``MetricRecord``."""
-    return {NUM_EXAMPLES: r.num_examples, TRAIN_LOSS: r.train_loss}
+    return {NUM_EXAMPLES: r.num_examples, TRAIN_LOSS: r.train_loss, PEAK_MEMORY: r.peak_memory_mb}
 
 
 def decode_reply(d: Any) -> TrainReply:
@@ -134,7 +136,10 @@ def decode_reply(d: Any) -> TrainReply:
         raise ValueError(f"num-examples is {n!r}, not a whole number")
     if isinstance(loss, bool) or not isinstance(loss, int | float) or not np.isfinite(loss):
         raise ValueError(f"train-loss is {loss!r}, not a finite number")
-    return TrainReply(num_examples=int(n), train_loss=float(loss))
+    mem = d[PEAK_MEMORY]
+    if isinstance(mem, bool) or not isinstance(mem, int | float) or not 0 <= mem < float("inf"):
+        raise ValueError(f"peak-memory-mb is {mem!r}, not a number >= 0")
+    return TrainReply(num_examples=int(n), train_loss=float(loss), peak_memory_mb=float(mem))
 
 
 def check_reply(
