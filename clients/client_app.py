@@ -6,6 +6,7 @@ settings come with each train message. All algorithm settings at 0 is FedAvg.
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -13,7 +14,17 @@ from flwr.clientapp import ClientApp
 
 from fedwsa.run.client import local_round
 from fedwsa.run.config import ExperimentConfig
-from fedwsa.run.wire import ARRAYS, CONFIG, METRICS, PARTITION_ID, RUN_CONFIG_KEY, decode_train, encode_reply
+from fedwsa.run.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    PARTITION_ID,
+    RAY_NODE,
+    RUN_CONFIG_KEY,
+    WHERE,
+    decode_train,
+    encode_reply,
+)
 
 app = ClientApp()
 
@@ -45,5 +56,17 @@ def train(msg: Message, context: Context) -> Message:
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)
     new_state, reply = local_round(cfg, pid, state, settings)
-    content = RecordDict({ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply))})
+    content = RecordDict({
+        ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply)),
+        WHERE: ConfigRecord({RAY_NODE: _ray_node()}),
+    })  # fmt: skip
     return Message(content, reply_to=msg)
+
+
+def _ray_node() -> str:
+    """The Ray node this ClientApp runs on (Flower's simulation runs it in a Ray actor);
+    "" outside Ray (a SuperNode, the in-process engine). Ray is not imported for this."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    return str(ray.get_runtime_context().get_node_id())

@@ -12,12 +12,16 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.launch.flower import simulate
+from experiments.launch.inprocess import run_inprocess
 from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    execute(cfg, simulate, "Flower Simulation Engine")
+    if cfg.engine == "inprocess":
+        execute(cfg, run_inprocess, "in this process (engine=inprocess)")
+    else:
+        execute(cfg, simulate, "Flower Simulation Engine")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 ones, say why each other sampled client has no usable reply; then optional clipping.
 
 A reply is used only if it holds exactly an ``ArrayRecord`` named ``arrays`` with the
-model's parameter names and shapes, all finite, and a ``MetricRecord`` named ``metrics``
-with exactly the keys of ``fedwsa.run.wire.encode_reply``, whose example count is the size
+model's parameter names and shapes, all finite, a ``ConfigRecord`` named ``where`` (the Ray
+node, recorded only), and a ``MetricRecord`` named ``metrics`` with exactly the keys of
+``fedwsa.run.wire.encode_reply``, whose example count is the size
 of the client's partition as the server computes it (``fedwsa.run.wire.check_reply``).
 What a client could misreport and the server can compute (its scope, its partition) is
 never read from the reply.
@@ -19,7 +20,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
 from fedwsa.robust import clip_updates
-from fedwsa.run.wire import ARRAYS, METRICS, check_reply
+from fedwsa.run.wire import ARRAYS, METRICS, RAY_NODE, WHERE, check_reply
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Update:
     num_examples: int
     train_loss: float
     peak_memory_mb: float
+    node: str  # where it trained: the Ray node id in simulation, else the server's node id
 
 
 def _reason(reply: Message) -> str:
@@ -51,15 +53,20 @@ def _screen_one(
         return _reason(reply)
     content = reply.content
     records = {k: type(v).__name__ for k, v in content.items()}
-    want = {ARRAYS: "ArrayRecord", METRICS: "MetricRecord"}
+    want = {ARRAYS: "ArrayRecord", METRICS: "MetricRecord", WHERE: "ConfigRecord"}
     if records != want:
         return f"rejected by the server: expected the records {want}, got {records}"
+    where = dict(content[WHERE])  # type: ignore[arg-type]
+    ray_node = where.get(RAY_NODE)
+    if set(where) != {RAY_NODE} or not isinstance(ray_node, str) or len(ray_node) > 64:
+        return f"rejected by the server: {WHERE} must hold {RAY_NODE} (a short string), got {sorted(where)}"
     arrays = {k: v.numpy() for k, v in content[ARRAYS].items()}  # type: ignore[union-attr]
     metrics = check_reply(arrays, content[METRICS], dict(shapes), num_examples)
     if isinstance(metrics, str):
         return f"rejected by the server: {metrics}"
+    node = ray_node or str(reply.metadata.src_node_id)
     return Update(
-        partition_id, reply, arrays, metrics.num_examples, metrics.train_loss, metrics.peak_memory_mb
+        partition_id, reply, arrays, metrics.num_examples, metrics.train_loss, metrics.peak_memory_mb, node
     )
 
 

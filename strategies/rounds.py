@@ -125,7 +125,8 @@ class Session:
             n = sum(u.num_examples for u in updates)
             row.update(train_loss=sum(u.train_loss * u.num_examples for u in updates) / n,
                        num_replies=len(updates), clients=[u.partition_id for u in updates],
-                       peak_memory_mb=[round(u.peak_memory_mb, 1) for u in updates])  # fmt: skip
+                       peak_memory_mb=[round(u.peak_memory_mb, 1) for u in updates],
+                       client_nodes=[u.node for u in updates])  # fmt: skip
             scopes.update(scope_stats([scope_of_arrays(u.arrays, self.names) for u in updates]))
         full = self.log.add_round(row, scopes)
         train = f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else ""

@@ -10,14 +10,14 @@ Each kind breaks one thing the server must catch (``strategies/replies.py``).
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
+from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, RAY_NODE, TRAIN_LOSS, WHERE
 
 KINDS: tuple[str, ...] = (
     "raise", "nan_params", "inf_params", "wrong_shape", "missing_param", "extra_param",
     "zero_examples", "negative_examples", "more_examples", "nan_loss", "forged_scope",
-    "renamed_metrics", "extra_record",
+    "renamed_metrics", "extra_record", "long_node",
 )  # fmt: skip
 FAULTS_ENV = "FEDWSA_TEST_FAULTS"
 DELAY_ENV = "FEDWSA_TEST_CLIENT_DELAY_S"
@@ -74,9 +74,10 @@ def inject(spec: str, partition_id: int, reply: Message) -> Message:
         records["stats"] = MetricRecord(metrics)  # type: ignore[arg-type]
     elif kind == "extra_record":
         records["extra"] = MetricRecord({"x": 1.0})
-    content = RecordDict(
-        {ARRAYS: ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})}
-    )
+    elif kind == "long_node":  # where it trained: only recorded, but bounded
+        records[WHERE] = ConfigRecord({RAY_NODE: "x" * 10_000})
+    content = RecordDict({k: v for k, v in reply.content.items() if k not in (ARRAYS, METRICS)})
+    content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
     if kind != "renamed_metrics":
         content[METRICS] = MetricRecord(metrics)  # type: ignore[arg-type]
     for name, record in records.items():

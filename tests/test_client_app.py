@@ -46,7 +46,8 @@ def test_train_handler_replies_with_arrays_and_metrics():
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(config)})
     msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     reply = train(msg, _context(1))
-    assert set(reply.content.keys()) == {"arrays", "metrics"}
+    assert set(reply.content.keys()) == {"arrays", "metrics", "where"}
+    assert reply.content["where"]["ray-node"] == ""  # not in a Ray actor here
     r = decode_reply(reply.content["metrics"])  # exactly the reply's keys: no scope, no partition id
     assert r.num_examples == len(partitions(CFG)[1]) and np.isfinite(r.train_loss)
     new = reply.content["arrays"].to_torch_state_dict()

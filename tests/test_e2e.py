@@ -131,3 +131,15 @@ def test_ctrl_c_stops_every_process(tmp_path):
     assert "interrupted" in proc.stderr.read()
     assert _wait_for(lambda: not _alive(children), 10), _alive(children)
     assert metrics(out)[1] == "running"  # rounds done so far are kept
+
+
+def test_inprocess_engine_gives_the_simulation_s_results(tmp_path, fedwsa_run):
+    """engine=inprocess: no Flower process, no Ray; the same rows to the last digit."""
+    before = flower_pids()
+    out, stdout = run_entry(
+        tmp_path, "inprocess", "strategy=fedwsa", "fraction_train=0.67", "engine=inprocess"
+    )
+    assert "in this process (engine=inprocess)" in stdout
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "client_nodes"} for r in rows]  # noqa: E731
+    assert strip(metrics(out)[0]) == strip(metrics(fedwsa_run[0])[0])
+    assert flower_pids() == before  # it started nothing

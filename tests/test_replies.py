@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
 from fedwsa.run.wire import TrainReply, encode_reply
 from strategies.replies import clip, screen
@@ -16,7 +16,8 @@ NODE = {100: 0, 107: 1, 114: 2}  # the server's own record: node id -> partition
 def _reply(pid, w=(1.0, 3.0), n=None):
     arrays = ArrayRecord({"w": Array(np.array([w], np.float32)), "b": Array(np.zeros(1, np.float32))})
     metrics = MetricRecord(encode_reply(TrainReply(SIZES[pid] if n is None else n, 0.5)))
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=_sent(pid))
+    where = ConfigRecord({"ray-node": ""})
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics, "where": where}), reply_to=_sent(pid))
 
 
 def _sent(pid):
@@ -31,6 +32,7 @@ def test_sound_replies_are_decoded_once_into_updates():
     updates, rejected = _screen([_reply(0), _reply(2)])
     assert rejected == {} and [u.partition_id for u in updates] == [0, 2]
     assert [u.num_examples for u in updates] == [2, 4] and updates[0].train_loss == 0.5
+    assert [u.node for u in updates] == ["100", "114"]  # no Ray node: the server's node ids
     np.testing.assert_array_equal(updates[1].arrays["w"], [[1.0, 3.0]])
 
 

@@ -31,6 +31,7 @@ from experiments.launch.processes import (
     stop_tree,
     wait_http,
 )
+from fedwsa.device import resolve_device
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import ENGINE_KEY, FINISHED, RUN_CONFIG_KEY
 
@@ -227,15 +228,37 @@ def check_finished(out_dir: Path, log: Path, code: int) -> None:
         raise LaunchError(f"the run did not finish (flwr run exit {code}, metrics {status}){why}; see {log}")
 
 
+AUTO_CLIENT_GPUS = 0.25
+"""``client_gpus=-1`` on a CUDA machine: four clients share a GPU (see the README)."""
+
+
+def client_gpus(cfg: ExperimentConfig) -> float:
+    """The share of a GPU each simulated client asks Ray for (``client_gpus``; ``-1``:
+    :data:`AUTO_CLIENT_GPUS` where this machine's ``device`` is CUDA, else 0)."""
+    if cfg.client_gpus >= 0:
+        return cfg.client_gpus
+    return AUTO_CLIENT_GPUS if resolve_device(cfg.device).type == "cuda" else 0.0
+
+
 def simulate(cfg: ExperimentConfig) -> None:
-    """Run ``cfg`` on Flower's Simulation Engine; results land in ``cfg.out_dir``."""
+    """Run ``cfg`` on Flower's Simulation Engine; results land in ``cfg.out_dir``.
+
+    ``ray_address`` empty: Flower starts Ray on this machine; else the simulation joins
+    that Ray cluster (Ray's own ``RAY_ADDRESS``, read by the simulation process that the
+    SuperLink starts), and its clients run on every node of it."""
     out = Path(cfg.out_dir)
     with tempfile.TemporaryDirectory(prefix="fedwsa-flwr-") as home, process_group() as procs:
         env = flower_env(Path(home))
+        env.pop("RAY_ADDRESS", None)  # a user's own RAY_ADDRESS must not redirect the run
+        if cfg.ray_address:
+            env["RAY_ADDRESS"] = cfg.ray_address
         port = free_port()
         start_superlink(procs, env, port, out / "superlink.log", simulation=True)
         write_connection(Path(home), "fedwsa-sim", f"127.0.0.1:{port}")
-        fed = f"num-supernodes={cfg.num_clients} client-resources-num-cpus={cfg.client_cpus}"
+        fed = (
+            f"num-supernodes={cfg.num_clients} client-resources-num-cpus={cfg.client_cpus} "
+            f"client-resources-num-gpus={float(client_gpus(cfg))}"
+        )
         log = out / "flower.log"
         run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
         code = submit(

@@ -183,9 +183,15 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
         raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
     try:  # `cuda` where this machine has none: one line, before anything starts
-        resolve_device(exp.device)
+        device = resolve_device(exp.device)
     except DeviceUnavailable as e:
         raise ConfigError("device", str(e)) from None
+    if exp.client_gpus > 0 and device.type != "cuda" and not exp.ray_address:
+        raise ConfigError(
+            "client_gpus",
+            f"{exp.client_gpus:g} asks Ray for GPU shares, but this machine has no CUDA device and no "
+            "Ray cluster is named (ray_address); clients would wait forever: set client_gpus=0",
+        )
     out = Path(exp.out_dir).expanduser().resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
     return dataclasses.replace(

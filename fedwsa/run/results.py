@@ -29,8 +29,11 @@ import torch
 
 COLUMNS = (
     "round", "test_accuracy", "test_loss", "train_loss", "num_replies", "num_failures",
-    "clients", "failed_clients", "peak_memory_mb", "round_time_s", "elapsed_s",
+    "clients", "client_nodes", "failed_clients", "peak_memory_mb", "round_time_s", "elapsed_s",
 )  # fmt: skip
+
+
+LIST_COLUMNS = ("clients", "client_nodes", "failed_clients", "peak_memory_mb")  # space-separated in CSV
 
 
 def write_synced(path: Path, data: bytes) -> None:

@@ -43,6 +43,8 @@ TRAIN_LOSS = "train-loss"
 PEAK_MEMORY = "peak-memory-mb"  # the most GPU memory torch held in the round (0 on a CPU)
 REPLY_KEYS = frozenset({NUM_EXAMPLES, TRAIN_LOSS, PEAK_MEMORY})
 PARTITION_ID = "partition-id"  # query reply (deployment) and train config (simulation)
+WHERE = "where"  # RecordDict key of the reply's ConfigRecord saying where the client trained
+RAY_NODE = "ray-node"  # in it: the Ray node id in simulation, "" elsewhere (recorded, never used)
 
 
 @dataclass(frozen=True)
