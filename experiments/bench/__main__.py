@@ -16,6 +16,7 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
   epoch of each sampled client's data, which shrinks as clients grow) and with the same
   work per sampled client at every size (``local_steps`` steps of equal batches).
 - ``startup``: time from the command to the first round, and from the last round to exit.
+- ``gpu``: fedwsa (in process) vs a plain PyTorch loop on one GPU, fp32 and bf16.
 - ``federation``: a loopback federation vs the same simulation, whole command.
 - ``flower_sweep``: Flower's own per-node message sweep, timed alone at each client count
   (why a round costs more at 10,000 clients; see ``docs/PERFORMANCE.md``).
@@ -29,6 +30,7 @@ from typing import Any
 
 from experiments.bench.federation import bench_federation
 from experiments.bench.flower_sweep import bench_flower_sweep
+from experiments.bench.gpu import bench_gpu
 from experiments.bench.overhead import bench_overhead
 from experiments.bench.probes import save
 from experiments.bench.scale import SCALE_WORK, bench_scale
@@ -37,7 +39,7 @@ from experiments.bench.step import bench_step
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "overhead": bench_overhead, "step": bench_step, "scale": bench_scale, "startup": bench_startup,
-    "flower_sweep": bench_flower_sweep, "federation": bench_federation,
+    "flower_sweep": bench_flower_sweep, "federation": bench_federation, "gpu": bench_gpu,
 }  # fmt: skip
 
 
