@@ -46,7 +46,12 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager[obj
 
 def set_deterministic(on: bool) -> None:
     """cuDNN and every torch op deterministic (``torch.use_deterministic_algorithms``), or
-    torch's defaults. cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use."""
+    torch's defaults. cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first use.
+
+    Nothing is called when nothing changes: ``use_deterministic_algorithms`` imports
+    ``torch._inductor`` on its first call (3.3 s on the development machine)."""
+    if on == torch.are_deterministic_algorithms_enabled():
+        return
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = on
