@@ -55,8 +55,10 @@ class PartitionGrid(Grid):
         self.node_of: dict[int, int] = {}  # partition id -> node id
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.asked: set[int] = set()  # node ids already asked for their partition id
-        self.sampled: list[int] = []  # partition ids of the current round
+        self.drawn: list[int] = []  # partition ids drawn for the current round
+        self.sampled: list[int] = []  # those of them online, sent the round
         self.min_clients = min_clients  # wait for at least this many sampled nodes online
+        self._sent_to: dict[str, int] = {}  # message id -> node id, of the last round
         self._sample: list[int] | None = None
 
     # --- checkpoint state -----------------------------------------------------------
@@ -138,6 +140,7 @@ class PartitionGrid(Grid):
                     f"(min_fit_clients={self.min_clients})"
                 ),
             )
+            self.drawn = pids
             self.sampled = [p for p in pids if p in online]
             if len(self.sampled) < len(pids):
                 print(f"[fedwsa] sampled clients {sorted(set(pids) - online)} are offline; "
@@ -163,5 +166,17 @@ class PartitionGrid(Grid):
         if self.assign:
             messages = [self._named(m) for m in messages]
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        # Flower gives each sent message its id; an error reply that Flower itself makes
+        # (e.g. "Node Unavailable") names the message it answers, not always the node
+        self._sent_to = {
+            m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id
+        }
         self._sample = None
-        return sorted(replies, key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))
+        return sorted(replies, key=self.partition_of_reply)
+
+    def partition_of_reply(self, reply: Message) -> int:
+        """The partition id whose node ``reply`` comes from, or -1 if it is no node asked."""
+        node = reply.metadata.src_node_id
+        if node not in self.partition_of:
+            node = self._sent_to.get(reply.metadata.reply_to_message_id, node)
+        return self.partition_of.get(node, -1)

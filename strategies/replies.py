@@ -13,7 +13,7 @@ never read from the reply.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,17 +72,17 @@ def _screen_one(
 
 def screen(
     replies: Sequence[Message],
-    partition_of: Mapping[int, int],
+    partition_of: Callable[[Message], int],
     shapes: Mapping[str, tuple[int, ...]],
     sizes: Sequence[int],
 ) -> tuple[list[Update], dict[int, str]]:
     """The sound replies as :class:`Update` s, and for each other one its partition id and
-    why it is not used. ``partition_of`` maps the server's node ids to partition ids (the
-    server's own record of whom it asked), ``sizes`` are the partitions' sizes."""
+    why it is not used. ``partition_of`` gives a reply's partition id from the server's own
+    record of whom it asked (-1: none); ``sizes`` are the partitions' sizes."""
     updates: list[Update] = []
     rejected: dict[int, str] = {}
     for reply in replies:
-        pid = partition_of.get(reply.metadata.src_node_id, -1)
+        pid = partition_of(reply)
         checked = _screen_one(reply, pid, shapes, sizes[pid] if 0 <= pid < len(sizes) else -1)
         if isinstance(checked, Update):
             updates.append(checked)

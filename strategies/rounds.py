@@ -93,12 +93,13 @@ class Session:
 
     # --- the steps --------------------------------------------------------------------------
     def check(self, replies: list[Any]) -> tuple[list[Update], list[int]]:
-        """The sound replies, and the sampled clients without one (each reason printed)."""
-        updates, rejected = screen(replies, self.grid.partition_of, self.shapes, self.sizes)
+        """The sound replies, and the drawn clients without one (offline ones included; each
+        reason printed)."""
+        updates, rejected = screen(replies, self.grid.partition_of_reply, self.shapes, self.sizes)
         for pid, reason in rejected.items():
             say(f"client {pid} failed: {reason}")
         answered = {u.partition_id for u in updates}
-        failed = [p for p in self.grid.sampled if p not in answered]
+        failed = [p for p in self.grid.drawn if p not in answered]
         if failed:
             say(f"clients {failed} gave no usable reply this round")
         return updates, failed

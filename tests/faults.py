@@ -21,6 +21,7 @@ KINDS: tuple[str, ...] = (
 )  # fmt: skip
 FAULTS_ENV = "FEDWSA_TEST_FAULTS"
 DELAY_ENV = "FEDWSA_TEST_CLIENT_DELAY_S"
+DELAY_ROUNDS_ENV = "FEDWSA_TEST_DELAY_ROUNDS"
 
 
 class InjectedFault(RuntimeError):

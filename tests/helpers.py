@@ -48,3 +48,9 @@ def metrics(out):
 def same_metrics(a, b):
     """Rows without the timing columns."""
     return metrics(a)[0] == metrics(b)[0]
+
+
+def placeless(rows):
+    """Rows without ``client_nodes``: where clients trained differs between engines and
+    machines, the results must not."""
+    return [{k: v for k, v in r.items() if k != "client_nodes"} for r in rows]

@@ -34,18 +34,6 @@ def test_insecure_federation_matches_simulation(tmp_path, fedwsa_run):
     ]  # fmt: skip
 
 
-def test_tls_federation(tmp_path):
-    before = flower_pids()
-    out, _ = run_entry(tmp_path, "tls", "num_clients=2", "federation.tls=true", entry="experiments.federate")
-    assert flower_pids() <= before
-    assert metrics(out)[1] == "finished"
-    assert json.loads((out / "federation.json").read_text())["tls"]
-    assert {"ca.crt", "server.pem", "server.key", "supernode-0.pem"} <= {
-        p.name for p in (out / "certs").iterdir()
-    }
-    assert "https://" in (out / "logs" / "supernode-0.log").read_text()  # its own API is TLS too
-
-
 def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     """Kill SuperNode 2 after round 1, start it again after round 2: it rejoins."""
     out = tmp_path / "kill"

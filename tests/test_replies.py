@@ -25,7 +25,7 @@ def _sent(pid):
 
 
 def _screen(replies):
-    return screen(replies, NODE, SHAPES, SIZES)
+    return screen(replies, lambda r: NODE.get(r.metadata.src_node_id, -1), SHAPES, SIZES)
 
 
 def test_sound_replies_are_decoded_once_into_updates():

@@ -68,13 +68,16 @@ def tls_args(certs: Path | None) -> list[str]:
 
 def start_superlink(
     procs: list[subprocess.Popen[bytes]], env: dict[str, str], port: int, log: Path,
-    *, simulation: bool, certs: Path | None = None, host: str = "127.0.0.1",
+    *, simulation: bool, certs: Path | None = None, host: str = "127.0.0.1", auth: bool = False,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Start ``flower-superlink`` and wait for its health endpoint."""
+    """Start ``flower-superlink`` and wait for its health endpoint; ``auth``: only SuperNodes
+    with a registered key may join (needs ``certs``)."""
     cmd = ["flower-superlink", *tls_args(certs), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]  # fmt: skip
     if simulation:
         cmd.append("--simulation")
+    if auth:
+        cmd.append("--enable-supernode-auth")
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     procs.append(proc)
@@ -86,9 +89,10 @@ def start_superlink(
 
 def start_supernode(
     procs: list[subprocess.Popen[bytes]], env: dict[str, str], superlink: str, partition_id: int,
-    num_partitions: int, log: Path, *, certs: Path | None = None,
+    num_partitions: int, log: Path, *, certs: Path | None = None, key: Path | None = None,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
-    """Start one ``flower-supernode`` holding ``partition_id``, on a free port."""
+    """Start one ``flower-supernode`` holding ``partition_id``, on a free port; ``key``: its
+    private key, for a SuperLink that authenticates SuperNodes."""
     cmd = ["flower-supernode", "--superlink", superlink, "--host", "127.0.0.1", "--port", str(free_port()),
            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]  # fmt: skip
     if certs is None:
@@ -99,6 +103,8 @@ def start_supernode(
         if own.exists():  # encrypt the SuperNode's own Runtime API too
             cmd += ["--ssl-certfile", str(own), "--ssl-keyfile", str(own.with_suffix(".key")),
                     "--ssl-ca-certfile", str(certs / "ca.crt")]  # fmt: skip
+    if key is not None:
+        cmd += ["--auth-supernode-private-key", str(key)]
     with log.open("wb") as f:
         proc = subprocess.Popen(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     procs.append(proc)
@@ -267,11 +273,30 @@ def simulate(cfg: ExperimentConfig) -> None:
         check_finished(out, log, code)
 
 
+def register_nodes(folder: Path, n: int, superlink: str, certs: Path | None) -> tuple[list[Path], list[int]]:
+    """Make ``n`` SuperNode key pairs in ``folder`` and register their public keys with the
+    SuperLink (concurrently: each is a ``flwr`` command); the private keys' paths and the
+    node ids the SuperLink gave them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from experiments.nodekey import make_key, register
+
+    pubs = [folder / f"supernode-{i}.pub" for i in range(n)]  # a resumed run's keys are reused
+    pubs = [p if p.is_file() and p.with_suffix("").is_file() else make_key(folder, p.stem) for p in pubs]
+    with ThreadPoolExecutor(max_workers=min(n, 8)) as pool:
+        ids = list(pool.map(lambda pub: register(pub, superlink, certs), pubs))
+    return [p.with_suffix("") for p in pubs], ids
+
+
 def federate(cfg: ExperimentConfig) -> None:
     """Run ``cfg`` as a real federation: one SuperLink and one SuperNode process per client.
 
-    With ``federation.superlink`` set, nothing is started: the run is submitted to that
-    SuperLink (its SuperNodes were started by hand, on other machines).
+    With TLS, SuperNode authentication is on unless ``federation.auth=false``: one key
+    pair per SuperNode in ``<out_dir>/keys`` (owner-only), the SuperLink started with
+    authentication, each public key registered before its SuperNode starts with its
+    private key; nothing else can join. With ``federation.superlink`` set, nothing is
+    started: the run is submitted to that SuperLink (its SuperNodes were started and
+    registered by hand, on other machines: ``experiments.nodekey``).
     """
     from experiments.certs import check_certs, make_certs
 
@@ -297,13 +322,17 @@ def federate(cfg: ExperimentConfig) -> None:
             address = fed.superlink
         else:
             port = fed.port or free_port()
-            start_superlink(
-                procs, env, port, logs / "superlink.log", simulation=False, certs=certs, host=fed.host
-            )
+            auth = fed.auth and certs is not None
+            start_superlink(procs, env, port, logs / "superlink.log", simulation=False, certs=certs,
+                            host=fed.host, auth=auth)  # fmt: skip
             address = f"127.0.0.1:{port}"
+            keys, node_ids = (
+                register_nodes(out / "keys", cfg.num_clients, address, certs) if auth else ([], [])
+            )
             nodes = [start_supernode(procs, env, address, i, cfg.num_clients, logs / f"supernode-{i}.log",
-                                     certs=certs) for i in range(cfg.num_clients)]  # fmt: skip
-            record = {"superlink": address, "tls": certs is not None,
+                                     certs=certs, key=keys[i] if auth else None)
+                     for i in range(cfg.num_clients)]  # fmt: skip
+            record = {"superlink": address, "tls": certs is not None, "auth": auth, "node_ids": node_ids,
                       "supernodes": {i: p.pid for i, p in enumerate(nodes)}}  # fmt: skip
             (out / "federation.json").write_text(json.dumps(record, indent=1))
         write_connection(Path(home), "fedwsa", address, certs / "ca.crt" if certs else None)

@@ -79,6 +79,7 @@ class FederationConfig:
     certs: str = ""  # folder with ca.crt, server.pem, server.key; empty: generate for the run
     superlink: str = ""  # host:port of a running SuperLink to submit to; empty: start one locally
     insecure: bool = False  # allow a remote ``superlink`` without TLS
+    auth: bool = True  # with TLS: only SuperNodes whose key the SuperLink registered may join
     host: str = "127.0.0.1"  # interface the local SuperLink listens on
     port: int = 0  # its port; 0 picks a free one
 
