@@ -129,3 +129,22 @@ def test_cuda_on_a_machine_without_it_is_one_line_exit_2(tmp_path, capsys):
         == "error: device: cuda: CUDA is not available on this machine (use device=cpu or auto)"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_split_file_is_one_line_exit_2_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "s.json").write_text('{"0": [1], "1": [99999]}')
+    args = [
+        f"out_dir={tmp_path / 'run'}",
+        "num_clients=2",
+        "partition=file",
+        f"partition.path={tmp_path / 's.json'}",
+    ]
+    code, err = _execute(args, capsys)
+    assert (
+        code == 2 and err.strip().startswith("error: partition.path: ") and "client 1 has index 99999" in err
+    )
+    code, err = _execute([f"out_dir={tmp_path / 'run'}", "partition=file"], capsys)
+    assert (
+        code == 2
+        and err.strip() == "error: partition.path: partition=file needs the split file: partition.path=<json>"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
 from fedwsa.run.client import experiment_data, partitions, release_data
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
+from fedwsa.run.splits import read_split
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
@@ -194,9 +196,11 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
         )
     out = Path(exp.out_dir).expanduser().resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
+    split = str(Path(exp.partition.path).expanduser().resolve()) if exp.partition.path else ""
     return dataclasses.replace(
-        exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root))
-    )
+        exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root)),
+        partition=dataclasses.replace(exp.partition, path=split),
+    )  # fmt: skip
 
 
 def prepare(exp: ExperimentConfig) -> None:
@@ -208,6 +212,12 @@ def prepare(exp: ExperimentConfig) -> None:
         raise ConfigError("out_dir", problem)
     ds = experiment_data(exp)
     partitions(exp)  # an impossible split fails now, not inside a client
+    split: dict[str, Any] = {}
+    if exp.partition.kind == "file":
+        note = read_split(exp.partition.path, exp.num_clients, len(ds.y_train), ds.name)[1]
+        print(f"[fedwsa] {note}", flush=True)
+        digest = hashlib.sha256(Path(exp.partition.path).read_bytes()).hexdigest()
+        split = {"split_file": {"path": exp.partition.path, "sha256": digest}}
     record = {
         "config": dataclasses.asdict(exp),
         "code_version": code_version(),
@@ -215,6 +225,7 @@ def prepare(exp: ExperimentConfig) -> None:
         "evaluated_on": "validation" if exp.validation > 0 else "test",
         "versions": {p: version(p) for p in ("flwr", "torch", "numpy", "hydra-core")},
         "command": sys.argv,
+        **split,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(record, indent=1))

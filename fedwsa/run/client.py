@@ -18,6 +18,7 @@ from fedwsa.models import build_model
 from fedwsa.partition import partition
 from fedwsa.regularizers import make_regularizer
 from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.splits import read_split
 from fedwsa.run.wire import TrainReply, TrainSettings
 from fedwsa.train import derive_seed, train
 from fedwsa.wsa import scoped_names
@@ -58,9 +59,12 @@ def device_data(cfg: ExperimentConfig, device: torch.device) -> tuple[Tensor, Te
 
 @lru_cache(maxsize=4)
 def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
-    """All clients' train index sets (cached: computed once per process and config)."""
+    """All clients' train index sets (cached: computed once per process and config), or
+    read from ``partition.path`` (``partition=file``)."""
     ds = experiment_data(cfg)
     p = cfg.partition
+    if p.kind == "file":
+        return read_split(p.path, cfg.num_clients, len(ds.y_train), ds.name)[0]
     return partition(
         ds.y_train.numpy(), p.kind, cfg.num_clients, cfg.seeds.partition, alpha=p.alpha,
         labels_per_client=p.labels_per_client, min_size=p.min_size, max_retries=p.max_retries,

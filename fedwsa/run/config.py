@@ -69,6 +69,7 @@ class PartitionConfig:
     labels_per_client: int = 2  # pathological only
     min_size: int = 10  # every client gets at least this many samples
     max_retries: int = 1000
+    path: str = ""  # kind=file: a JSON split in NIID-Bench's format (fedwsa/run/splits.py)
 
 
 @dataclass(frozen=True)
@@ -207,7 +208,9 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _choice("strategy.name", s.name, STRATEGIES)
     _choice("dataset.name", c.dataset.name, DATASETS)
     _choice("model.name", c.model.name, MODELS)
-    _choice("partition.kind", p.kind, PARTITIONS)
+    _choice("partition.kind", p.kind, (*PARTITIONS, "file"))
+    if p.kind == "file" and not p.path:
+        raise ConfigError("partition.path", "partition=file needs the split file: partition.path=<json>")
     _choice("strategy.distance", s.distance, DISTANCES)
     _choice("strategy.fusion", s.fusion, FUSIONS)
     _choice("precision", c.precision, PRECISIONS)
@@ -253,7 +256,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     if s.name != "fedwsa" and s.wsa_lambda > 0:
         raise ConfigError("strategy.wsa_lambda", f"must be 0 for {s.name} (use strategy=fedwsa)")
     n = int(TRAIN_SIZES[c.dataset.name] * (1 - c.validation))
-    need = c.num_clients * (1 if p.kind == "iid" else p.min_size)
+    need = c.num_clients * (1 if p.kind in ("iid", "file") else p.min_size)
     if need > n:
         raise ConfigError(
             "num_clients",
