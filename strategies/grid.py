@@ -27,6 +27,8 @@ from flwr.serverapp import Grid
 
 from fedwsa.run.wire import CONFIG, PARTITION_ID
 
+PULL_INTERVAL_S = 0.2
+
 
 class PartitionGrid(Grid):
     """Delegates to ``grid``; samples ``sample_size`` of ``num_partitions`` per round.
@@ -59,6 +61,7 @@ class PartitionGrid(Grid):
         self.sampled: list[int] = []  # those of them online, sent the round
         self.min_clients = min_clients  # wait for at least this many sampled nodes online
         self._sent_to: dict[str, int] = {}  # message id -> node id, of the last round
+        self.progress: Callable[[int, int, float], None] | None = None  # replies in so far
         self._sample: list[int] | None = None
 
     # --- checkpoint state -----------------------------------------------------------
@@ -159,18 +162,33 @@ class PartitionGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        """Send, then return the replies sorted by partition id; the next call samples anew."""
+        """Send, then collect the replies as they come (``progress(done, total, elapsed_s)``
+        after each new one), until all are in or ``timeout`` passes; return them sorted by
+        partition id. The next call samples anew.
+
+        Flower's own ``send_and_receive`` does the same push and pull, without the progress
+        and sleeping 3 s between pulls in a deployment; this polls every
+        :data:`PULL_INTERVAL_S`."""
         messages = list(messages)
         if not messages:
             return []
         if self.assign:
             messages = [self._named(m) for m in messages]
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        pending = set(self._grid.push_messages(messages))
         # Flower gives each sent message its id; an error reply that Flower itself makes
         # (e.g. "Node Unavailable") names the message it answers, not always the node
-        self._sent_to = {
-            m.metadata.message_id: m.metadata.dst_node_id for m in messages if m.metadata.message_id
-        }
+        self._sent_to = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
+        replies: list[Message] = []
+        start = time.monotonic()
+        end = start + timeout if timeout is not None else float("inf")
+        while pending and time.monotonic() < end:
+            got = list(self._grid.pull_messages(pending))
+            replies += got
+            pending -= {r.metadata.reply_to_message_id for r in got}
+            if got and pending and self.progress is not None:
+                self.progress(len(replies), len(messages), time.monotonic() - start)
+            if pending:
+                time.sleep(PULL_INTERVAL_S)
         self._sample = None
         return sorted(replies, key=self.partition_of_reply)
 

@@ -21,7 +21,7 @@ from fedwsa.run.checkpoint import Checkpoint
 from fedwsa.run.client import device_data, new_model, partitions, train_settings
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunLog, scope_stats
-from fedwsa.run.wire import FINISHED, encode_train
+from fedwsa.run.wire import FINISHED, PROGRESS, encode_train
 from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
 from strategies.build import build_strategy
@@ -55,6 +55,8 @@ class Session:
         self.log = RunLog(cfg.out_dir, self.names)
         self.arrays = ArrayRecord(model.state_dict())
         self.model = model.to(self.device)  # evaluates the global model
+        self.grid.progress = self.progress
+        self.rnd = 0  # the round running
         self.done = 0  # rounds completed
         self.failed_rounds = 0  # consecutive rounds without an aggregate
         self.saved = 0  # last round checkpointed
@@ -66,6 +68,7 @@ class Session:
             self.record(0, None, [])
         train_config = ConfigRecord(encode_train(train_settings(cfg, 0)))
         for rnd in range(self.done + 1, cfg.num_rounds + 1):
+            self.rnd = rnd
             messages = self.strategy.configure_train(rnd, self.arrays, train_config, self.grid)
             replies = list(self.grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
             updates, failed = self.check(replies)
@@ -103,6 +106,12 @@ class Session:
         if failed:
             say(f"clients {failed} gave no usable reply this round")
         return updates, failed
+
+    def progress(self, done: int, total: int, elapsed: float) -> None:
+        """A line while a round runs (the launcher shows it as a live bar on a terminal)."""
+        left = elapsed / done * (total - done)
+        say(f"{PROGRESS}round {self.rnd:>3}/{self.cfg.num_rounds}: {done}/{total} clients, "
+            f"{elapsed:.0f} s elapsed, ~{left:.0f} s left")  # fmt: skip
 
     def clip(self, updates: list[Update]) -> list[Update]:
         base = {k: v.numpy() for k, v in self.arrays.items()}

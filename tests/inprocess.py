@@ -23,7 +23,7 @@ class Crash(Exception):
 class LocalGrid(InProcessGrid):
     """``engine=inprocess``'s grid, with what tests need: a server crash in a given round,
     node ids whose partitions are not in node-id order, misbehaving clients, a count of
-    partition queries, and replies that arrive in another order than sent."""
+    partition queries."""
 
     def __init__(
         self, cfg: ExperimentConfig, crash_in_round: int | None = None, shuffled: bool = False,
@@ -38,20 +38,16 @@ class LocalGrid(InProcessGrid):
         self.crash_in_round = crash_in_round
         self.queries = 0
 
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for m in messages:
-            if m.metadata.message_type == MessageType.QUERY:
-                self.queries += 1
-                replies.append(self.handle(m))
-                continue
-            if m.content["config"][ROUND] == self.crash_in_round:
-                raise Crash(f"killed in round {self.crash_in_round}")
-            reply = self.handle(m)
-            if not reply.has_error():
-                try:
-                    reply = inject(self.faults, _partition_id(self.context(m.metadata.dst_node_id), m), reply)
-                except InjectedFault as e:
-                    reply = Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=m)
-            replies.append(reply)
-        return replies[::-1]  # arrival order is not send order
+    def handle(self, m):
+        if m.metadata.message_type == MessageType.QUERY:
+            self.queries += 1
+            return super().handle(m)
+        if m.content["config"][ROUND] == self.crash_in_round:
+            raise Crash(f"killed in round {self.crash_in_round}")
+        reply = super().handle(m)
+        if not reply.has_error():
+            try:
+                reply = inject(self.faults, _partition_id(self.context(m.metadata.dst_node_id), m), reply)
+            except InjectedFault as e:
+                reply = Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=m)
+        return reply

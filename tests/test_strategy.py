@@ -123,6 +123,18 @@ class FakeGrid:
             out.append(Message(content, reply_to=m))
         return out[::-1]  # arrival order differs from send order
 
+    def push_messages(self, messages):
+        self.pushed = {}
+        for i, m in enumerate(messages):
+            m.metadata.__dict__["_message_id"] = f"m{i}"
+            self.pushed[f"m{i}"] = m
+        return list(self.pushed)
+
+    def pull_messages(self, ids):
+        """The replies to two of the pending messages at a time, the later one first."""
+        ready = [self.pushed.pop(i) for i in sorted(ids)[:2]]
+        return self.send_and_receive(ready)
+
 
 def _rounds(offset, seed, rounds=4):
     fake = FakeGrid(10, offset)
@@ -145,6 +157,16 @@ def test_partition_grid_sampling_is_seeded_by_partition_id():
     assert a == b and a != c
     assert all(len(s) == 3 for s in a) and len({tuple(s) for s in a}) > 1
     assert all(o == sorted(o) for o in order_a)  # replies in partition-id order
+
+
+def test_partition_grid_reports_progress_as_replies_come_in():
+    grid = PartitionGrid(FakeGrid(5, 0), num_partitions=5, sample_size=5, seed=0, wait_s=1)
+    seen = []
+    grid.progress = lambda done, total, elapsed: seen.append((done, total))
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN) for n in grid.get_node_ids()]
+    replies = grid.send_and_receive(msgs, timeout=10)
+    assert seen == [(2, 5), (4, 5)]  # not after the last: the round's own line follows
+    assert [grid.partition_of_reply(r) for r in replies] == [0, 1, 2, 3, 4]
 
 
 def test_partition_grid_times_out_when_nodes_missing():

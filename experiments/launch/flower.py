@@ -25,6 +25,7 @@ import tomli  # Flower's own dependency; tomllib needs Python 3.11
 from experiments.launch.processes import (
     _ANSI,
     LaunchError,
+    ProgressView,
     free_port,
     last_error,
     process_group,
@@ -203,6 +204,7 @@ def submit(
     )
     procs.append(proc)
     assert proc.stdout is not None
+    view = ProgressView()
     with log.open("a", encoding="utf-8") as f:
         logging = True
         for raw in proc.stdout:
@@ -215,7 +217,7 @@ def submit(
                     logging = False
                     print(f"[fedwsa] cannot write {log} ({e.strerror}); no longer logging", flush=True)
             if verbose or _SHOW.search(line):
-                print(line, flush=True)
+                view.show(line)
             if FINISHED in line and read_status(out_dir)[1] == "finished":
                 for p in reversed(procs):
                     stop_tree(p, force=True)

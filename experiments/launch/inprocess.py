@@ -9,12 +9,15 @@ and for short runs where Flower's start-up (~14 s) dominates; clients train one 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
+from contextlib import redirect_stdout
 
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import query, train
+from experiments.launch.processes import LineWriter, ProgressView
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import RUN_CONFIG_KEY
 from strategies.rounds import run
@@ -27,6 +30,7 @@ class InProcessGrid:
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.nodes = {1000 + 7 * i: i for i in range(cfg.num_clients)}  # node id -> partition
+        self._pending: dict[str, Message] = {}  # pushed, not yet handled, by message id
 
     def get_node_ids(self) -> Iterable[int]:
         return list(self.nodes)
@@ -48,6 +52,22 @@ class InProcessGrid:
         except Exception as e:  # as Flower does: the error travels back as a reply
             return Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=m)
 
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = uuid.uuid4().hex  # as Flower's grids do
+            self._pending[m.metadata.message_id] = m
+            ids.append(m.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        """Handle one pushed message of ``message_ids`` and return its reply: the round loop
+        sees the replies come in one by one, as from Flower."""
+        for mid in message_ids:
+            if mid in self._pending:
+                return [self.handle(self._pending.pop(mid))]
+        return []
+
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         return [self.handle(m) for m in messages]
 
@@ -57,4 +77,6 @@ def run_inprocess(cfg: ExperimentConfig) -> None:
     # Flower 1.42 stamps every Message with the running task's identity, which its own
     # processes set; here there is one task, this process.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+    view = ProgressView()  # progress lines as a live line on a terminal, as the launcher shows them
+    with redirect_stdout(LineWriter(view.show)):
+        run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]

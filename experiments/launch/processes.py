@@ -3,15 +3,18 @@ every descendant (Ray's included), by PID."""
 
 from __future__ import annotations
 
+import io
 import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TextIO
 
 import psutil
 
@@ -110,3 +113,46 @@ def wait_http(
             pass
         time.sleep(0.2)
     raise LaunchError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
+
+
+class ProgressView:
+    """Prints a run's lines; its progress lines (``[fedwsa] progress ...``, several per
+    round) as one live line rewritten in place on a terminal, and at most one every
+    ``every_s`` seconds as plain lines elsewhere (CI, log files). About 20 lines, so no
+    progress-bar library: the events are the ServerApp's own lines, parsed here."""
+
+    MARK = "[fedwsa] progress "
+
+    def __init__(self, stream: TextIO | None = None, every_s: float = 10.0) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.every_s, self.live, self.last = every_s, False, float("-inf")
+
+    def show(self, line: str) -> None:
+        if self.MARK not in line:
+            if self.live:
+                self.stream.write("\r\x1b[K")
+                self.live = False
+            self.stream.write(line + "\n")
+        elif self.tty:
+            self.stream.write("\r\x1b[K" + line.split(self.MARK, 1)[1][:150])
+            self.live = True
+        elif time.monotonic() - self.last >= self.every_s:
+            self.stream.write(line + "\n")
+            self.last = time.monotonic()
+        self.stream.flush()
+
+
+class LineWriter(io.TextIOBase):
+    """A text stream that hands each complete line to ``sink`` (to show a process's own
+    prints through a :class:`ProgressView`)."""
+
+    def __init__(self, sink: Callable[[str], None]) -> None:
+        self.sink, self.buffer = sink, ""
+
+    def write(self, text: str) -> int:
+        self.buffer += text
+        *lines, self.buffer = self.buffer.split("\n")
+        for line in lines:
+            self.sink(line)
+        return len(text)

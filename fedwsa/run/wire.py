@@ -16,6 +16,7 @@ import numpy as np
 RUN_CONFIG_KEY = "fedwsa-config"  # Flower run config: the experiment as JSON
 ENGINE_KEY = "fedwsa-engine"  # Flower run config: "simulation" or "deployment"
 FINISHED = "[fedwsa] finished: "  # the ServerApp's last line, printed after its last write
+PROGRESS = "progress "  # after "[fedwsa] ": a line while a round runs (clients done so far)
 ARRAYS = "arrays"  # RecordDict key of the model parameters (Flower's default)
 CONFIG = "config"  # RecordDict key of the train settings (Flower's default)
 METRICS = "metrics"  # RecordDict key of the reply metrics
