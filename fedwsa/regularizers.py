@@ -8,13 +8,13 @@ setting at 0 returns ``None``, which is plain FedAvg training.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from fedwsa.wsa import DISTANCES, add_wsa_grad_, wsa_penalty
+from fedwsa.wsa import DISTANCES, add_wsa_grad_, layer_factors, wsa_penalty
 
 
 def proximal_term(params: Sequence[Tensor], anchor: Sequence[Tensor], mu: float) -> Tensor:
@@ -74,24 +74,39 @@ class WSA(Regularizer):
     The fused gradient of each layer is :func:`fedwsa.wsa.add_wsa_grad_`, beside its distance.
     """
 
-    def __init__(self, target: np.ndarray, names: Sequence[str], lam: float, distance: str) -> None:
+    def __init__(
+        self, target: np.ndarray, names: Sequence[str], lam: float, distance: str, normalize: str = "none"
+    ) -> None:
+        self.target = np.asarray(target, dtype=np.float64).reshape(-1, 2)
         self.target_t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
-        self.targets = [(float(m), float(s)) for m, s in np.asarray(target, dtype=np.float64).reshape(-1, 2)]
-        self.names, self.lam, self.distance = list(names), lam, distance
+        self.targets = [(float(m), float(s)) for m, s in self.target]
+        self.names, self.lam, self.distance, self.normalize = list(names), lam, distance, normalize
         if distance not in DISTANCES:
             raise ValueError(f"unknown distance {distance!r}")
+        self._factors: list[float] | None = None
+
+    def factors(self, params: Mapping[str, Tensor]) -> list[float] | None:
+        """Each layer's ``c_l`` (:func:`fedwsa.wsa.layer_factors`); ``None`` for ``none``."""
+        if self.normalize == "none":
+            return None
+        if self._factors is None:
+            sizes = [params[n].numel() for n in self.names]
+            self._factors = layer_factors(self.target, sizes, self.distance, self.normalize).tolist()
+        return self._factors
 
     def __call__(self, model: nn.Module) -> Tensor:
         params = dict(model.named_parameters())
-        return self.lam * wsa_penalty([params[n] for n in self.names], self.target_t, self.distance)
+        weights = self.factors(params)
+        return self.lam * wsa_penalty([params[n] for n in self.names], self.target_t, self.distance, weights)
 
     @torch.no_grad()
     def add_grad(self, model: nn.Module) -> None:
         params = dict(model.named_parameters())
         if len(self.names) != len(self.targets):
             raise ValueError(f"{len(self.names)} scoped tensors but a target scope of {len(self.targets)}")
-        for name, (mu_t, sigma_t) in zip(self.names, self.targets, strict=True):
-            add_wsa_grad_(params[name], mu_t, sigma_t, self.lam, self.distance)
+        weights = self.factors(params) or [1.0] * len(self.names)
+        for name, (mu_t, sigma_t), c in zip(self.names, self.targets, weights, strict=True):
+            add_wsa_grad_(params[name], mu_t, sigma_t, self.lam * c, self.distance)
 
 
 class Sum(Regularizer):
@@ -111,9 +126,11 @@ def make_proximal(model: nn.Module, mu: float) -> Regularizer:
     return Proximal(model, mu)
 
 
-def make_wsa(target: np.ndarray, names: Sequence[str], lam: float, distance: str) -> Regularizer:
+def make_wsa(
+    target: np.ndarray, names: Sequence[str], lam: float, distance: str, normalize: str = "none"
+) -> Regularizer:
     """WSA regularizer toward ``target`` (see :class:`WSA`)."""
-    return WSA(target, names, lam, distance)
+    return WSA(target, names, lam, distance, normalize)
 
 
 def make_regularizer(
@@ -124,6 +141,7 @@ def make_regularizer(
     target: np.ndarray | None = None,
     names: Sequence[str] = (),
     distance: str = "kl",
+    normalize: str = "none",
 ) -> Regularizer | None:
     """The sum of the active terms for this client, or ``None`` when none is active.
 
@@ -136,7 +154,7 @@ def make_regularizer(
     if wsa_lambda > 0:
         if target is None:
             raise ValueError("wsa_lambda > 0 needs a target scope")
-        terms.append(make_wsa(target, names, wsa_lambda, distance))
+        terms.append(make_wsa(target, names, wsa_lambda, distance, normalize))
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else Sum(terms)

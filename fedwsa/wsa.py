@@ -138,10 +138,13 @@ def add_wsa_grad_(w: Tensor, mu_t: float, sigma_t: float, lam: float, distance: 
     w.grad.add_(centred, alpha=c1).add_(lam * d_mu / n - c1 * r)
 
 
-def wsa_penalty(params: Sequence[Tensor], target: Tensor, distance: str = "kl") -> Tensor:
-    r"""Sum over scoped tensors of the scope distance to the target.
+def wsa_penalty(
+    params: Sequence[Tensor], target: Tensor, distance: str = "kl", weights: Sequence[float] | None = None
+) -> Tensor:
+    r"""Sum over scoped tensors of the scope distance to the target, each term times its
+    weight ``c_l`` (default 1; see :func:`layer_factors`).
 
-    .. math:: \sum_l D\big(N(\mu_l, \sigma_l^2) \,\|\, N(\mu^*_l, \sigma^{*2}_l)\big)
+    .. math:: \sum_l c_l\, D\big(N(\mu_l, \sigma_l^2) \,\|\, N(\mu^*_l, \sigma^{*2}_l)\big)
 
     ``target`` is an ``(L, 2)`` tensor; gradients flow through ``mu_l`` and ``sigma_l``.
     """
@@ -149,10 +152,58 @@ def wsa_penalty(params: Sequence[Tensor], target: Tensor, distance: str = "kl") 
         raise ValueError(f"{len(params)} scoped tensors but a target scope of {target.shape[0]}")
     dist = _DISTANCE_FNS[distance]
     total = torch.zeros((), dtype=target.dtype, device=target.device)
-    for w, (mu_t, sigma_t) in zip(params, target, strict=True):
+    for i, (w, (mu_t, sigma_t)) in enumerate(zip(params, target, strict=True)):
         mu, sigma = tensor_scope(w)
-        total = total + dist(mu, sigma, mu_t, sigma_t)
+        term = dist(mu, sigma, mu_t, sigma_t)
+        total = total + (term if weights is None else weights[i] * term)
     return total
+
+
+NORMALIZATIONS: tuple[str, ...] = ("none", "per_weight")
+
+
+def layer_factors(target: np.ndarray, sizes: Sequence[int], distance: str, normalize: str) -> np.ndarray:
+    r"""The weight ``c_l`` of each layer's term (option ``wsa_normalize``).
+
+    Near the target, ``D`` has curvature ``d^2 D / d sigma^2 = 2 / sigma*^2`` (KL; the
+    second derivative of ``log(sigma*/sigma) + sigma^2 / (2 sigma*^2)`` at ``sigma*``) or
+    ``2`` (W2), and ``d sigma / d w_i = (w_i - mu) / (n sigma)`` has squared norm ``1 / n``.
+    So along the direction that changes ``sigma``, one weight of a layer of ``n`` weights
+    sees the curvature
+
+    .. math:: h_l = \lambda c_l \frac{2}{n_l \sigma^{*2}_l}\ (KL), \qquad
+              h_l = \lambda c_l \frac{2}{n_l}\ (W2)
+
+    (the mean's direction has half of it). ``none``: ``c_l = 1``, so layers with few weights
+    or a small spread are pulled much harder. ``per_weight``: ``c_l = n_l sigma*_l^2`` (KL)
+    or ``n_l`` (W2), so that ``h_l = 2 lambda`` in every layer.
+    """
+    t = np.asarray(target, dtype=np.float64).reshape(-1, 2)
+    n = np.asarray(sizes, dtype=np.float64)
+    if normalize == "none":
+        return np.ones(len(n))
+    if normalize != "per_weight":
+        raise ValueError(f"unknown wsa_normalize {normalize!r}; expected one of {', '.join(NORMALIZATIONS)}")
+    return n * t[:, 1] ** 2 if distance == "kl" else n
+
+
+def stable_lambda(
+    target: np.ndarray, sizes: Sequence[int], distance: str, normalize: str, lr: float, momentum: float
+) -> tuple[float, int]:
+    r"""The largest ``lambda`` for which SGD with learning rate ``lr`` and heavy-ball momentum
+    ``momentum`` is stable on the WSA term alone near ``target``, and the layer that sets it.
+
+    Heavy-ball SGD on a quadratic of curvature ``h`` is stable while
+    ``lr * h < 2 (1 + momentum)``; with ``h_l`` of :func:`layer_factors` (at ``lambda = 1``)
+    that is ``lambda < 2 (1 + momentum) / (lr * max_l h_l)``. Beyond it ``sigma`` oscillates
+    and grows (period 2) instead of settling at the target.
+    """
+    t = np.asarray(target, dtype=np.float64).reshape(-1, 2)
+    n = np.asarray(sizes, dtype=np.float64)
+    c = layer_factors(t, sizes, distance, normalize)
+    h = 2 * c / (n * t[:, 1] ** 2) if distance == "kl" else 2 * c / n
+    worst = int(np.argmax(h))
+    return float(2 * (1 + momentum) / (lr * h[worst])), worst
 
 
 def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: str) -> np.ndarray:

@@ -32,7 +32,8 @@ def build_strategy(cfg: ExperimentConfig, model: nn.Module, names: list[str]) ->
     if s.name == "fedwsa":
         return FedWSA(
             initial_target=model_scope(model, names), names=names, wsa_lambda=s.wsa_lambda,
-            distance=s.distance, scope_all=s.scope_all, fusion=s.fusion, align_global=s.align_global,
+            distance=s.distance, scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, fusion=s.fusion,
+            align_global=s.align_global,
             **common,
         )  # fmt: skip
     return FedAvg(**common)

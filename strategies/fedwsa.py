@@ -29,7 +29,7 @@ class FedWSA(RoundState, FedAvg):
     ----------
     initial_target : (L, 2) array, the scope of the initial model (``T_1``).
     names : the scoped parameter names, in the order of the scope rows.
-    wsa_lambda, distance, scope_all : the clients' regularizer (sent every round).
+    wsa_lambda, distance, scope_all, wsa_normalize : the clients' regularizer (sent every round).
     fusion : ``mean``, ``mixture`` or ``global`` (see ``fedwsa.wsa.next_target``).
     align_global : rescale the averaged model's scoped tensors to the fused scope.
     **kwargs : passed to Flower's ``FedAvg``.
@@ -43,6 +43,7 @@ class FedWSA(RoundState, FedAvg):
         wsa_lambda: float = 1.0,
         distance: str = "kl",
         scope_all: bool = False,
+        wsa_normalize: str = "none",
         fusion: str = "mean",
         align_global: bool = False,
         **kwargs: Any,
@@ -51,6 +52,7 @@ class FedWSA(RoundState, FedAvg):
         self.target = np.asarray(initial_target, dtype=np.float64)
         self.names = list(names)
         self.wsa_lambda, self.distance, self.scope_all = wsa_lambda, distance, scope_all
+        self.wsa_normalize = wsa_normalize
         self.fusion = fusion
         self.align_global = align_global
         self.sent: dict[int, np.ndarray] = {}  # round -> target broadcast in that round
@@ -71,7 +73,9 @@ class FedWSA(RoundState, FedAvg):
     ) -> Iterable[Message]:
         """Add the WSA settings and the current target scope to the round's config, then
         sample as FedAvg."""
-        config.update(encode_wsa(self.wsa_lambda, self.distance, self.scope_all, self.target))
+        config.update(
+            encode_wsa(self.wsa_lambda, self.distance, self.scope_all, self.target, self.wsa_normalize)
+        )
         self.sent[server_round] = self.target.copy()
         return super().configure_train(server_round, arrays, config, grid)
 

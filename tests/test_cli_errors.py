@@ -10,7 +10,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from experiments.launch.preflight import CONF_DIR, already_finished, execute, preflight_dirs, resolve
+from experiments.launch.preflight import (
+    CONF_DIR,
+    already_finished,
+    execute,
+    preflight_dirs,
+    resolve,
+    warn_unstable_wsa,
+)
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
 from fedwsa.run.config import ExperimentConfig
@@ -148,3 +155,18 @@ def test_a_bad_split_file_is_one_line_exit_2_before_anything_starts(tmp_path, ca
         code == 2
         and err.strip() == "error: partition.path: partition=file needs the split file: partition.path=<json>"
     )
+
+
+def test_a_lambda_beyond_sgd_s_stable_range_is_warned_in_one_line(tmp_path, capsys):
+    def exp(*overrides):
+        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+            return resolve(compose("config", ["dataset=digits", *overrides, f"out_dir={tmp_path}"]))
+
+    warn_unstable_wsa(exp("strategy.wsa_lambda=1.0"))  # well inside: nothing said
+    assert capsys.readouterr().out == ""
+    warn_unstable_wsa(exp("strategy.wsa_lambda=1000"))
+    out = capsys.readouterr().out.strip()
+    assert out.count("\n") == 0 and "strategy.wsa_lambda=1000 is beyond the stable range" in out
+    assert "set strategy.wsa_normalize=per_weight" in out and "most curved: net." in out
+    warn_unstable_wsa(exp("strategy.wsa_lambda=1000", "strategy.wsa_normalize=per_weight"))
+    assert "lambda < 38 " in capsys.readouterr().out  # 2 (1 + 0.9) / (0.05 * 2)

@@ -22,7 +22,8 @@ def test_train_settings_round_trip_through_configrecord():
     s = TrainSettings(server_round=3, lr=0.1, epochs=2, local_steps=7, batch_size=16, momentum=0.9,
                       weight_decay=1e-5, wsa_lambda=0.5, wsa_distance="w2",
                       wsa_scope_all=True, target=np.array([[0.1, 0.2], [-0.3, 0.4]]))  # fmt: skip
-    config = {**encode_train(s), **encode_wsa(0.5, "w2", True, s.target)}
+    s = TrainSettings(**{**s.__dict__, "wsa_normalize": "per_weight"})
+    config = {**encode_train(s), **encode_wsa(0.5, "w2", True, s.target, "per_weight")}
     back = decode_train(ConfigRecord(config))
     np.testing.assert_array_equal(back.target, s.target)
     assert back == TrainSettings(**{**s.__dict__, "target": back.target})

@@ -12,8 +12,10 @@ from fedwsa.wsa import (
     array_scope,
     fuse_scopes,
     kl_distance,
+    layer_factors,
     next_target,
     scoped_names,
+    stable_lambda,
     tensor_scope,
     w2_distance,
     wsa_penalty,
@@ -103,3 +105,78 @@ def test_scoped_names():
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
     assert scoped_names(model) == ["0.weight", "1.weight"]
     assert scoped_names(model, include_all=True) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
+# --- wsa_normalize: one lambda, the same pull per weight in every layer -----------------
+
+
+def test_layer_factors_by_hand():
+    target, sizes = np.array([[0.0, 0.1], [0.3, 0.5]]), [100, 4]
+    np.testing.assert_allclose(layer_factors(target, sizes, "kl", "none"), [1.0, 1.0])
+    np.testing.assert_allclose(layer_factors(target, sizes, "kl", "per_weight"), [100 * 0.01, 4 * 0.25])
+    np.testing.assert_allclose(layer_factors(target, sizes, "w2", "per_weight"), [100, 4])
+
+
+def test_stable_lambda_by_hand():
+    # KL, none: h_l = 2 / (n sigma*^2) = 2 / 1 = 2 and 2 / (4 * 0.04) = 12.5; the second sets
+    # lambda < 2 (1 + 0.9) / (0.05 * 12.5) = 6.08
+    target, sizes = np.array([[0.0, 0.1], [0.0, 0.2]]), [100, 4]
+    bound, worst = stable_lambda(target, sizes, "kl", "none", lr=0.05, momentum=0.9)
+    assert bound == pytest.approx(6.08) and worst == 1
+    # per_weight: h_l = 2 in every layer, so lambda < 2 (1 + 0.9) / (0.05 * 2) = 38
+    assert stable_lambda(target, sizes, "kl", "per_weight", 0.05, 0.9)[0] == pytest.approx(38.0)
+    assert stable_lambda(target, sizes, "w2", "per_weight", 0.05, 0.9)[0] == pytest.approx(38.0)
+    # W2, none: h_l = 2 / n: the smallest layer, 2 / 4, gives 3.8 / (0.05 * 0.5) = 152
+    assert stable_lambda(target, sizes, "w2", "none", 0.05, 0.9) == (pytest.approx(152.0), 1)
+
+
+def _at_target(n, mu, sigma, seed):
+    """A float64 tensor of n weights whose scope is exactly (mu, sigma) (up to eps)."""
+    z = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    z = (z - z.mean()) / z.std(correction=0)
+    return (mu + z * math.sqrt(sigma**2 - EPS)).requires_grad_(True)
+
+
+@pytest.mark.parametrize("distance", ["kl", "w2"])
+@pytest.mark.parametrize("normalize", ["none", "per_weight"])
+def test_curvature_per_weight_against_autograd(distance, normalize):
+    """Second derivative of lambda * c_l * D_l along the direction that changes sigma, by
+    double backward, at the target: 2 lambda with per_weight in every layer, whatever its
+    size and spread; 2 lambda / (n sigma*^2) (KL) or 2 lambda / n (W2) without."""
+    lam, layers = 3.0, [(50, 0.1, 0.05), (800, -0.2, 0.3)]
+    ws = [_at_target(n, mu, s, seed) for seed, (n, mu, s) in enumerate(layers)]
+    target = torch.tensor([[mu, s] for _, mu, s in layers], dtype=torch.float64)
+    c = layer_factors(target.numpy(), [n for n, _, _ in layers], distance, normalize)
+    for i, (n, _, s) in enumerate(layers):
+        w = ws[i]
+        v = (w - w.mean()).detach()
+        v = v / v.norm()
+        loss = lam * wsa_penalty(ws, target, distance, c.tolist())
+        (g,) = torch.autograd.grad(loss, w, create_graph=True)
+        (hv,) = torch.autograd.grad(g @ v, w)
+        expected = (
+            2 * lam if normalize == "per_weight" else 2 * lam / (n * (s**2 if distance == "kl" else 1.0))
+        )
+        assert float(hv @ v) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("distance", ["kl", "w2"])
+def test_per_weight_fused_gradient_equals_autograd(distance):
+    from fedwsa.regularizers import make_wsa
+
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(20, 8), torch.nn.Linear(8, 3))
+    names = scoped_names(model)
+    target = np.array([[0.01, 0.08], [-0.02, 0.3]])
+    reg = make_wsa(target, names, 2.0, distance, "per_weight")
+    params = dict(model.named_parameters())
+    reg(model).backward()
+    reference = {n: params[n].grad.clone() for n in names}  # biases are not scoped
+    for p in model.parameters():
+        p.grad = None
+    reg.add_grad(model)
+    for n in names:
+        torch.testing.assert_close(params[n].grad, reference[n], rtol=1e-4, atol=1e-7)
+    assert reg.factors(params) == pytest.approx(
+        [160 * 0.08**2, 24 * 0.3**2] if distance == "kl" else [160, 24]
+    )

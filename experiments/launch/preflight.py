@@ -28,9 +28,10 @@ from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
-from fedwsa.run.client import experiment_data, partitions, release_data
+from fedwsa.run.client import experiment_data, new_model, partitions, release_data
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.run.splits import read_split
+from fedwsa.wsa import model_scope, scoped_names, stable_lambda
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
@@ -203,6 +204,27 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
     )  # fmt: skip
 
 
+def warn_unstable_wsa(exp: ExperimentConfig) -> None:
+    """One line when FedWSA's lambda is beyond the range where SGD with momentum is stable on
+    the WSA term near the initial target (``fedwsa.wsa.stable_lambda``). A warning, not a
+    refusal: the target moves after round 1, the bound ignores the task loss, and a study
+    must be able to run past the edge to find it."""
+    s = exp.strategy
+    if s.name != "fedwsa" or s.wsa_lambda <= 0:
+        return
+    model = new_model(exp)
+    names = scoped_names(model, s.scope_all)
+    params = dict(model.named_parameters())
+    target, sizes = model_scope(model, names), [params[n].numel() for n in names]
+    bound, worst = stable_lambda(target, sizes, s.distance, s.wsa_normalize, exp.lr, exp.momentum)
+    if s.wsa_lambda >= bound:
+        fix = "" if s.wsa_normalize == "per_weight" else ", or set strategy.wsa_normalize=per_weight"
+        print(f"[fedwsa] warning: strategy.wsa_lambda={s.wsa_lambda:g} is beyond the stable range of the "
+              f"WSA term for SGD at lr={exp.lr:g}, momentum={exp.momentum:g} (lambda < {bound:.3g} at the "
+              f"initial target; most curved: {names[worst]}): expect its sigma to oscillate or diverge; "
+              f"lower wsa_lambda or lr{fix}", flush=True)  # fmt: skip
+
+
 def prepare(exp: ExperimentConfig) -> None:
     """Check the data and the split, and save config.json: everything that can be wrong in
     the input fails here, before any process starts."""
@@ -212,6 +234,7 @@ def prepare(exp: ExperimentConfig) -> None:
         raise ConfigError("out_dir", problem)
     ds = experiment_data(exp)
     partitions(exp)  # an impossible split fails now, not inside a client
+    warn_unstable_wsa(exp)
     split: dict[str, Any] = {}
     if exp.partition.kind == "file":
         note = read_split(exp.partition.path, exp.num_clients, len(ds.y_train), ds.name)[1]

@@ -94,7 +94,7 @@ def train_settings(
         server_round=server_round, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
         batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
         proximal_mu=s.proximal_mu, wsa_lambda=s.wsa_lambda, wsa_distance=s.distance,
-        wsa_scope_all=s.scope_all, target=target,
+        wsa_scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, target=target,
     )  # fmt: skip
 
 
@@ -125,7 +125,7 @@ def local_round(
     names = scoped_names(model, settings.wsa_scope_all)
     regularizer = make_regularizer(
         model, proximal_mu=settings.proximal_mu, wsa_lambda=settings.wsa_lambda,
-        target=settings.target, names=names, distance=settings.wsa_distance,
+        target=settings.target, names=names, distance=settings.wsa_distance, normalize=settings.wsa_normalize,
     )  # fmt: skip
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
     torch.manual_seed(seed)

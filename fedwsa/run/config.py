@@ -17,7 +17,7 @@ from fedwsa.data import DATASETS
 from fedwsa.device import DEVICE_PATTERN, PRECISIONS
 from fedwsa.models import MODELS, check_input
 from fedwsa.partition import PARTITIONS
-from fedwsa.wsa import DISTANCES, FUSIONS
+from fedwsa.wsa import DISTANCES, FUSIONS, NORMALIZATIONS
 
 STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
 ENGINES: tuple[str, ...] = ("simulation", "inprocess")
@@ -46,6 +46,7 @@ class StrategyConfig:
     fusion: str = "mean"
     align_global: bool = False  # FedWSA: rescale the averaged model to the fused scope
     scope_all: bool = False  # FedWSA: also scope biases (default: tensors with ndim >= 2)
+    wsa_normalize: str = "none"  # FedWSA: none | per_weight (one lambda, one pull per weight)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("partition.path", "partition=file needs the split file: partition.path=<json>")
     _choice("strategy.distance", s.distance, DISTANCES)
     _choice("strategy.fusion", s.fusion, FUSIONS)
+    _choice("strategy.wsa_normalize", s.wsa_normalize, NORMALIZATIONS)
     _choice("precision", c.precision, PRECISIONS)
     _choice("engine", c.engine, ENGINES)
     _check("device", DEVICE_PATTERN.fullmatch(c.device) is not None, "auto, cpu, cuda or cuda:N", c.device)

@@ -33,6 +33,7 @@ PROXIMAL_MU = "proximal-mu"
 WSA_LAMBDA = "wsa-lambda"
 WSA_DISTANCE = "wsa-distance"
 WSA_SCOPE_ALL = "wsa-scope-all"
+WSA_NORMALIZE = "wsa-normalize"
 TARGET_MU = "wsa-target-mu"
 TARGET_SIGMA = "wsa-target-sigma"
 
@@ -68,6 +69,7 @@ class TrainSettings:
     wsa_lambda: float = 0.0
     wsa_distance: str = "kl"
     wsa_scope_all: bool = False
+    wsa_normalize: str = "none"
     target: np.ndarray | None = None  # (L, 2) target scope, FedWSA only
 
 
@@ -92,10 +94,12 @@ def encode_train(s: TrainSettings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def encode_wsa(lam: float, distance: str, scope_all: bool, target: np.ndarray) -> dict[str, Any]:
+def encode_wsa(
+    lam: float, distance: str, scope_all: bool, target: np.ndarray, normalize: str = "none"
+) -> dict[str, Any]:
     """FedWSA's knobs and the round's target scope, for the round's ``ConfigRecord``."""
     return {
-        WSA_LAMBDA: lam, WSA_DISTANCE: distance, WSA_SCOPE_ALL: scope_all,
+        WSA_LAMBDA: lam, WSA_DISTANCE: distance, WSA_SCOPE_ALL: scope_all, WSA_NORMALIZE: normalize,
         **encode_scope(target, TARGET_MU, TARGET_SIGMA),
     }  # fmt: skip
 
@@ -108,7 +112,7 @@ def decode_train(d: Any) -> TrainSettings:
         batch_size=int(d[BATCH_SIZE]), momentum=float(d[MOMENTUM]),
         weight_decay=float(d[WEIGHT_DECAY]), proximal_mu=float(d.get(PROXIMAL_MU, 0.0)),
         wsa_lambda=float(d.get(WSA_LAMBDA, 0.0)), wsa_distance=str(d.get(WSA_DISTANCE, "kl")),
-        wsa_scope_all=bool(d.get(WSA_SCOPE_ALL, False)),
+        wsa_scope_all=bool(d.get(WSA_SCOPE_ALL, False)), wsa_normalize=str(d.get(WSA_NORMALIZE, "none")),
         target=decode_scope(d, TARGET_MU, TARGET_SIGMA) if TARGET_MU in d else None,
     )  # fmt: skip
 
