@@ -53,16 +53,14 @@ def make_key(folder: Path, name: str) -> Path:
     return public
 
 
-def flwr_supernode(
-    args: list[str], superlink: str, certs: Path | None, env: dict[str, str] | None = None
-) -> str:
+def flwr_supernode(args: list[str], superlink: str, certs: Path | None) -> str:
     """``flwr supernode <args> <connection>`` against ``superlink``; its output, or LaunchError."""
     with tempfile.TemporaryDirectory(prefix="fedwsa-flwr-") as home:
-        run_env = env or flower_env(Path(home))
+        run_env = flower_env(Path(home))
         ca = certs / "ca.crt" if certs else None
         if ca is not None and not ca.is_file():
             raise LaunchError(f"--certs: {certs} has no ca.crt")
-        write_connection(Path(run_env["FLWR_HOME"]), "nodekey", superlink, ca)
+        write_connection(Path(home), "nodekey", superlink, ca)
         proc = subprocess.run(["flwr", "supernode", *args, "nodekey"], env=run_env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
     if proc.returncode != 0:
@@ -73,13 +71,13 @@ def flwr_supernode(
     return proc.stdout
 
 
-def register(public_key: Path, superlink: str, certs: Path | None, env: dict[str, str] | None = None) -> int:
+def register(public_key: Path, superlink: str, certs: Path | None) -> int:
     """Register ``public_key`` with the SuperLink; the node id it gives that SuperNode."""
     if not public_key.is_file():
         raise LaunchError(f"{public_key}: no such public key file")
     if not public_key.read_bytes().startswith(b"ecdsa-sha2-"):
         raise LaunchError(f"{public_key}: not an OpenSSH EC public key (make one with `nodekey make`)")
-    out = flwr_supernode(["register", str(public_key)], superlink, certs, env)
+    out = flwr_supernode(["register", str(public_key)], superlink, certs)
     found = _NODE_ID.search(out)
     if not found:
         raise LaunchError(f"flwr supernode register printed no node id for {public_key}")
