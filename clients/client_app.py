@@ -21,6 +21,7 @@ from fedwsa.run.wire import (
     PARTITION_ID,
     RAY_NODE,
     RUN_CONFIG_KEY,
+    SCAFFOLD_CORRECTION,
     WHERE,
     decode_train,
     encode_reply,
@@ -55,7 +56,9 @@ def train(msg: Message, context: Context) -> Message:
     settings = decode_train(msg.content[CONFIG])
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)
-    new_state, reply = local_round(cfg, pid, state, settings)
+    correction = msg.content.get(SCAFFOLD_CORRECTION)  # SCAFFOLD's c - c_i, if it is SCAFFOLD
+    c_minus_ci = correction.to_torch_state_dict() if isinstance(correction, ArrayRecord) else None
+    new_state, reply = local_round(cfg, pid, state, settings, c_minus_ci)
     content = RecordDict({
         ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply)),
         WHERE: ConfigRecord({RAY_NODE: _ray_node()}),

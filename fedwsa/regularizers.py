@@ -1,4 +1,5 @@
-"""Regularizers handed to :func:`fedwsa.train.train`: FedProx's proximal term and WSA.
+"""Regularizers handed to :func:`fedwsa.train.train`: FedProx's proximal term, WSA, and
+SCAFFOLD's gradient correction.
 
 A regularizer is a term added to the task loss at every step; training applies its
 gradient in one fused pass after the task loss's backward (see :class:`Regularizer`).
@@ -109,6 +110,25 @@ class WSA(Regularizer):
             add_wsa_grad_(params[name], mu_t, sigma_t, self.lam * c, self.distance)
 
 
+class ControlVariate(Regularizer):
+    r"""SCAFFOLD's correction: the local step uses :math:`g_i(y) - c_i + c`, i.e. the term
+    :math:`\langle c - c_i, w\rangle` whose gradient is the constant ``correction`` = c - c_i
+    (one tensor per named parameter; names without one are not corrected)."""
+
+    def __init__(self, correction: Mapping[str, Tensor]) -> None:
+        self.correction = dict(correction)
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        params = dict(model.named_parameters())
+        return sum(((params[n] * c).sum() for n, c in self.correction.items()), torch.zeros(()))
+
+    @torch.no_grad()
+    def add_grad(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        for n, c in self.correction.items():
+            _grad(params[n]).add_(c)
+
+
 class Sum(Regularizer):
     def __init__(self, terms: Sequence[Regularizer]) -> None:
         self.terms = list(terms)
@@ -142,6 +162,7 @@ def make_regularizer(
     names: Sequence[str] = (),
     distance: str = "kl",
     normalize: str = "none",
+    correction: Mapping[str, Tensor] | None = None,
 ) -> Regularizer | None:
     """The sum of the active terms for this client, or ``None`` when none is active.
 
@@ -155,6 +176,8 @@ def make_regularizer(
         if target is None:
             raise ValueError("wsa_lambda > 0 needs a target scope")
         terms.append(make_wsa(target, names, wsa_lambda, distance, normalize))
+    if correction:
+        terms.append(ControlVariate(correction))
     if not terms:
         return None
     return terms[0] if len(terms) == 1 else Sum(terms)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
+from fedwsa.baselines import local_step_count
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.wsa import model_scope
 from strategies.base import FedAvg, FedProx
+from strategies.baselines import FedNova, Scaffold
 from strategies.fedwsa import FedWSA
+from strategies.grid import PartitionGrid
 
 
 def _no_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -18,8 +22,15 @@ def _no_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
     return MetricRecord()
 
 
-def build_strategy(cfg: ExperimentConfig, model: nn.Module, names: list[str]) -> FedAvg | FedProx | FedWSA:
-    """Flower's FedAvg / FedProx, or our FedWSA (target ``T_1``: ``model``'s scope).
+Strategy = FedAvg | FedProx | FedWSA | Scaffold | FedNova
+
+
+def build_strategy(
+    cfg: ExperimentConfig, model: nn.Module, names: list[str], grid: PartitionGrid | None = None,
+    sizes: Sequence[int] = (),
+) -> Strategy:  # fmt: skip
+    """Flower's FedAvg / FedProx, or ours: FedWSA (target ``T_1``: ``model``'s scope),
+    SCAFFOLD and FedNova (which need the round loop's ``grid`` and the partitions' ``sizes``).
 
     Sampling is the grid's (``strategies.grid``): the strategy sends to every node it sees."""
     common: dict[str, Any] = dict(
@@ -36,4 +47,11 @@ def build_strategy(cfg: ExperimentConfig, model: nn.Module, names: list[str]) ->
             align_global=s.align_global,
             **common,
         )  # fmt: skip
+    if s.name in ("scaffold", "fednova"):
+        if grid is None:
+            raise ValueError(f"{s.name} needs the round loop's grid and the partition sizes")
+        steps = [local_step_count(n, cfg.batch_size, cfg.epochs, cfg.local_steps) for n in sizes]
+        if s.name == "scaffold":
+            return Scaffold(grid=grid, steps=steps, lr=cfg.lr, momentum=cfg.momentum, **common)
+        return FedNova(grid=grid, steps=steps, momentum=cfg.momentum, **common)
     return FedAvg(**common)

@@ -51,7 +51,7 @@ class Session:
         model = new_model(cfg)
         self.names = scoped_names(model, cfg.strategy.scope_all)
         self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        self.strategy = build_strategy(cfg, model, self.names)
+        self.strategy = build_strategy(cfg, model, self.names, self.grid, self.sizes)
         self.log = RunLog(cfg.out_dir, self.names)
         self.arrays = ArrayRecord(model.state_dict())
         self.model = model.to(self.device)  # evaluates the global model

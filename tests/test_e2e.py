@@ -32,9 +32,10 @@ def _check_outputs(out, stdout, strategy, sampled, failed=()):
     assert json.loads((out / "config.json").read_text())["config"]["strategy"]["name"] == strategy
 
 
-@pytest.mark.parametrize(("strategy", "fault"), [("fedavg", "raise"), ("fedprox", "nan_params")])
+@pytest.mark.parametrize(("strategy", "fault"), [("scaffold", "raise"), ("fedprox", "nan_params")])
 def test_strategy_runs_on_digits_despite_a_faulty_client(tmp_path, strategy, fault):
-    """Client 1 raises (or sends NaN) in every round, in Flower's real Simulation Engine."""
+    """Client 1 raises (or sends NaN) in every round, in Flower's real Simulation Engine
+    (SCAFFOLD: its per-client correction travels in Flower's messages too)."""
     before = flower_pids()
     env = {**FAULTY, FAULTS_ENV: f"1:{fault}"}  # the real ClientApp, its replies broken by a test one
     out, stdout = run_entry(tmp_path, strategy, f"strategy={strategy}", env=env)

@@ -110,8 +110,10 @@ def local_round(
     partition_id: int,
     state: dict[str, Tensor],
     settings: TrainSettings,
+    correction: dict[str, Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], TrainReply]:
-    """Start from the global ``state``, train locally, return new state and the report.
+    """Start from the global ``state``, train locally, return new state and the report;
+    ``correction``: SCAFFOLD's ``c - c_i``, added to every step's gradient.
 
     Batch order is seeded by ``(seeds.train, round, partition_id)``, so a client's
     round is reproducible wherever it runs.
@@ -126,6 +128,7 @@ def local_round(
     regularizer = make_regularizer(
         model, proximal_mu=settings.proximal_mu, wsa_lambda=settings.wsa_lambda,
         target=settings.target, names=names, distance=settings.wsa_distance, normalize=settings.wsa_normalize,
+        correction={k: v.to(device) for k, v in correction.items()} if correction else None,
     )  # fmt: skip
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
     torch.manual_seed(seed)

@@ -19,7 +19,7 @@ from fedwsa.models import MODELS, check_input
 from fedwsa.partition import PARTITIONS
 from fedwsa.wsa import DISTANCES, FUSIONS, NORMALIZATIONS
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa")
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa", "scaffold", "fednova")
 ENGINES: tuple[str, ...] = ("simulation", "inprocess")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),

@@ -20,6 +20,7 @@ PROGRESS = "progress "  # after "[fedwsa] ": a line while a round runs (clients 
 ARRAYS = "arrays"  # RecordDict key of the model parameters (Flower's default)
 CONFIG = "config"  # RecordDict key of the train settings (Flower's default)
 METRICS = "metrics"  # RecordDict key of the reply metrics
+SCAFFOLD_CORRECTION = "scaffold-correction"  # train message: SCAFFOLD's c - c_i (an ArrayRecord)
 
 # train settings (server -> client); "server-round" and "proximal-mu" are Flower's names
 ROUND = "server-round"
