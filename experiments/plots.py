@@ -50,10 +50,11 @@ def _band(
 
 
 def _colors(labels: list[str]) -> dict[str, str]:
-    """Blue FedAvg, green FedProx, red FedWSA; distinct colours where one strategy has
-    several labels in the same panel (a tuning sweep)."""
-    base = {"fedavg": "tab:blue", "fedprox": "tab:green", "fedwsa": "tab:red"}
-    extra = iter(["tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray"])
+    """Blue FedAvg, green FedProx, red FedWSA, purple SCAFFOLD, orange FedNova; distinct
+    colours where one strategy has several labels in the same panel (a tuning sweep)."""
+    base = {"fedavg": "tab:blue", "fedprox": "tab:green", "fedwsa": "tab:red", "scaffold": "tab:purple",
+            "fednova": "tab:orange"}  # fmt: skip
+    extra = iter(["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy"])
     names = [lab.split(",")[0] for lab in labels]
     return {
         lab: base[n] if n in base and names.count(n) == 1 else next(extra, "black")
