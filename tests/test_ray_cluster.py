@@ -51,11 +51,14 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_clients_train_on_both_nodes_with_the_single_machine_results(tmp_path, ray_cluster):
-    args = ("num_clients=4", "num_rounds=2", "strategy=fedwsa")
-    out, _ = run_entry(tmp_path, "cluster", *args, f"ray_address={ray_cluster}")
-    alone, _ = run_entry(tmp_path, "alone", *args, "engine=inprocess")  # the same run, one process
+def test_clients_train_on_both_nodes_with_the_single_machine_results(tmp_path, ray_cluster, fedwsa_run):
+    """The session's FedWSA run (3 clients, 2 of them per round, 2 rounds), on the cluster."""
+    out, _ = run_entry(
+        tmp_path, "cluster", "strategy=fedwsa", "fraction_train=0.67", f"ray_address={ray_cluster}"
+    )
+    alone = fedwsa_run[0]  # the same run on this machine's own Ray
     rows = metrics(out)[0]
     nodes = {n for r in rows[1:] for n in r["client_nodes"]}
     assert len(nodes) == 2, nodes  # the head and the worker both trained clients
     assert placeless(rows) == placeless(metrics(alone)[0])
+    assert {n for r in metrics(alone)[0][1:] for n in r["client_nodes"]}.isdisjoint(nodes)  # other Ray
