@@ -9,6 +9,7 @@ and for short runs where Flower's start-up (~14 s) dominates; clients train one 
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable
 from contextlib import redirect_stdout
@@ -77,6 +78,7 @@ def run_inprocess(cfg: ExperimentConfig) -> None:
     # Flower 1.42 stamps every Message with the running task's identity, which its own
     # processes set; here there is one task, this process.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
+    logging.getLogger("flwr").setLevel(logging.INFO if cfg.verbose else logging.WARNING)  # as the ServerApp
     view = ProgressView()  # progress lines as a live line on a terminal, as the launcher shows them
     with redirect_stdout(LineWriter(view.show)):
         run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
