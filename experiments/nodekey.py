@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from experiments.launch.flower import flower_env, write_connection
 from experiments.launch.preflight import fail
-from experiments.launch.processes import _ANSI, _ERROR, LaunchError
+from experiments.launch.processes import LaunchError, last_error_line, strip_ansi
 
 _NODE_ID = re.compile(r"SuperNode (\d+) registered")
 
@@ -64,9 +64,9 @@ def flwr_supernode(args: list[str], superlink: str, certs: Path | None) -> str:
         proc = subprocess.run(["flwr", "supernode", *args, "nodekey"], env=run_env, capture_output=True,
                               text=True, timeout=60)  # fmt: skip
     if proc.returncode != 0:
-        lines = [ln.strip() for ln in _ANSI.sub("", proc.stdout + proc.stderr).splitlines() if ln.strip()]
-        errors = [ln for ln in lines if _ERROR.search(ln)]
-        why = (errors or lines or ["no output"])[-1]
+        text = proc.stdout + proc.stderr
+        lines = [ln.strip() for ln in strip_ansi(text).splitlines() if ln.strip()]
+        why = last_error_line(text) or (lines or ["no output"])[-1]
         raise LaunchError(f"flwr supernode {args[0]} failed (exit {proc.returncode}): {why}")
     return proc.stdout
 

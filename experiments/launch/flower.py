@@ -23,13 +23,13 @@ from typing import Any
 import tomli  # Flower's own dependency; tomllib needs Python 3.11
 
 from experiments.launch.processes import (
-    _ANSI,
     LaunchError,
     ProgressView,
     free_port,
     last_error,
     process_group,
     stop_tree,
+    strip_ansi,
     wait_http,
 )
 from fedwsa.device import resolve_device
@@ -208,7 +208,7 @@ def submit(
     with log.open("a", encoding="utf-8") as f:
         logging = True
         for raw in proc.stdout:
-            line = _ANSI.sub("", raw.decode(errors="replace")).rstrip()
+            line = strip_ansi(raw.decode(errors="replace")).rstrip()
             if logging:
                 try:
                     f.write(line + "\n")

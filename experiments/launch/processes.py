@@ -22,11 +22,20 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ERROR = re.compile(r"ERROR|Errno|\w(Error|Exception): ")
 
 
-def last_error(log: Path) -> str | None:
-    """The last line of ``log`` that reports an error (colour codes removed), if any."""
-    lines = _ANSI.sub("", log.read_text(errors="replace")).splitlines() if log.exists() else []
-    errors = [ln.strip() for ln in lines if _ERROR.search(ln)]
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal colour codes."""
+    return _ANSI.sub("", text)
+
+
+def last_error_line(text: str) -> str | None:
+    """The last line of ``text`` that reports an error (colour codes removed), if any."""
+    errors = [ln.strip() for ln in strip_ansi(text).splitlines() if _ERROR.search(ln)]
     return errors[-1] if errors else None
+
+
+def last_error(log: Path) -> str | None:
+    """The last line of the file ``log`` that reports an error, if any."""
+    return last_error_line(log.read_text(errors="replace")) if log.exists() else None
 
 
 class LaunchError(RuntimeError):
