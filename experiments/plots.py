@@ -134,3 +134,28 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
     fig.suptitle(f"Weight scope per layer, Dirichlet alpha = {alpha:g} (mean +- std over seeds)")
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fedavg") -> None:
+    """WSA's gain over the baseline (pp, mean over seeds) against the baseline's scope
+    mismatch: left the clients' sigma spread, right sigma's drop on averaging; one point per
+    cell and challenger."""
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8), sharey=True, constrained_layout=True)
+    names = sorted({p["challenger"] for p in points})
+    colors = dict(zip(names, ["tab:red", "tab:orange", "tab:brown", "tab:pink"], strict=False))
+    markers = dict(zip(names, ["o", "s", "^", "D"], strict=False))
+    for ax, what, xlabel in (
+        (axes[0], "spread", f"{baseline}: client sigma spread, std / mean (%)"),
+        (axes[1], "drop", f"{baseline}: sigma drop on averaging (%)"),
+    ):
+        for n in names:
+            p = [x for x in points if x["challenger"] == n]
+            ax.scatter([100 * x[what] for x in p], [100 * x["gain"] for x in p], s=18,
+                       color=colors.get(n, "black"), marker=markers.get(n, "o"), label=n)  # fmt: skip
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"final accuracy gain over {baseline} (pp)")
+    axes[0].legend(loc="best")
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,445 @@
+"""Run a whole study from a preset: tune on validation, choose by code, run the finals, report.
+
+    python -m experiments.study compare_fmnist               # the Fashion-MNIST comparison
+    python -m experiments.study wsa_where --only model=cnn   # a subset of the cells
+    python -m experiments.study wsa_where --report           # report what has finished
+    python -m experiments.study wsa_where --dry-run          # list the runs, run nothing
+    python -m experiments.study my_study.yaml tune.rounds=3  # a preset file, and overrides
+
+A preset (``experiments/conf/study/<name>.yaml``) names the settings every run shares
+(``common``), the cells (the product of ``axes``; each value a list of overrides), the
+strategies (each a list of overrides, and optionally a knob to ``tune`` with its grid),
+the tuning runs (``tune``: rounds, seed, overrides such as ``validation=0.1``), the final
+runs (``final``: rounds, seeds) and, for the decision rule, which strategies are the
+``challengers`` and which the ``references``.
+
+Per cell, in order: every tuning run (the test split is never looked at when the tune
+overrides set ``validation``), the choice (``fedwsa.run.study.choose``: highest accuracy
+at the last tuning round, ties to the smaller value, diverged or failed runs last), the
+final runs with the chosen values, seeds as listed. Every run goes to its own folder under
+``--out``; a finished run is skipped, an unfinished one resumes from its checkpoint, so an
+interrupted study continues where it stopped. A run that fails (diverged: every reply
+rejected for ``max_failed_rounds`` rounds) is recorded as failed and the study goes on.
+The report (``<out>/report/``: study.md, study.json, mechanism.png) is written at the end,
+and by ``--report`` from whatever has finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from fedwsa.run.report import mean_std
+from fedwsa.run.study import Decision, choose, decide, diverged, mismatch, spearman
+
+PRESET_DIR = Path(__file__).resolve().parent / "conf" / "study"
+
+
+class StudyError(ValueError):
+    """A preset that cannot be run; one-line message."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: dict[str, str]  # axis -> value name
+    overrides: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return ",".join(f"{a}={v}" for a, v in self.key.items())
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: its folder and the overrides of ``experiments.run`` that make it."""
+
+    out_dir: Path
+    overrides: tuple[str, ...]
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+# --- the preset --------------------------------------------------------------------------
+def load_preset(name: str, overrides: list[str]) -> DictConfig:
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+        raise StudyError(f"no study preset {name!r} (a .yaml file, or one of: {known})")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
+    except (OmegaConfBaseException, ValueError) as e:
+        raise StudyError(f"{path}: {str(e).splitlines()[0]}") from None
+    for key in ("common", "axes", "strategies", "final"):
+        if key not in cfg:
+            raise StudyError(f"{path}: the preset has no {key!r}")
+    for name_, s in cfg.strategies.items():
+        if "tune" in s and ("key" not in s.tune or not s.tune["values"]):
+            raise StudyError(f"{path}: strategies.{name_}.tune needs a key and a non-empty list of values")
+    for role in ("challengers", "references"):
+        for s in cfg.get(role, []):
+            if s not in cfg.strategies:
+                raise StudyError(f"{path}: {role} names {s!r}, which is not under strategies")
+    return cfg
+
+
+def cells(cfg: DictConfig, only: list[str]) -> list[Cell]:
+    """The product of the axes, in the preset's order, less what ``only`` (axis=value) leaves out."""
+    wanted: dict[str, set[str]] = {}
+    for o in only:
+        axis, _, value = o.partition("=")
+        if axis not in cfg.axes:
+            raise StudyError(f"--only {o}: no axis {axis!r} (axes: {', '.join(cfg.axes)})")
+        if value not in cfg.axes[axis]:
+            raise StudyError(f"--only {o}: axis {axis} has no value {value!r} ({', '.join(cfg.axes[axis])})")
+        wanted.setdefault(axis, set()).add(value)
+    out = []
+    names = list(cfg.axes)
+    for combo in itertools.product(*(list(cfg.axes[a]) for a in names)):
+        key = dict(zip(names, map(str, combo), strict=True))
+        if all(key[a] in vs for a, vs in wanted.items()):
+            ov = tuple(o for a in names for o in cfg.axes[a][key[a]])
+            out.append(Cell(key, ov))
+    if not out:
+        raise StudyError("--only leaves no cell to run")
+    return out
+
+
+def tune_jobs(cfg: DictConfig, out: Path, cell: Cell) -> dict[str, list[tuple[float, Job]]]:
+    """strategy -> [(value, job)] for every strategy with a knob to tune."""
+    jobs: dict[str, list[tuple[float, Job]]] = {}
+    t = cfg.get("tune", {})
+    for name, s in cfg.strategies.items():
+        if "tune" not in s:
+            continue
+        for v in s.tune["values"]:
+            value = float(v)
+            ov = (*cfg.common, *cell.overrides, *s.overrides, *t.get("overrides", []),
+                  f"num_rounds={t.get('rounds', 5)}", f"seed={t.get('seed', 0)}", f"{s.tune.key}={_fmt(value)}")  # fmt: skip
+            folder = out / "tune" / cell.name / name / f"{s.tune.key.split('.')[-1]}={_fmt(value)}"
+            jobs.setdefault(name, []).append((value, Job(folder, ov)))
+    return jobs
+
+
+def final_jobs(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float]) -> dict[str, list[Job]]:
+    jobs: dict[str, list[Job]] = {}
+    for name, s in cfg.strategies.items():
+        knob: tuple[str, ...] = ()
+        tag = name
+        if "tune" in s:
+            if name not in choice:
+                continue  # not chosen yet (dry run)
+            knob = (f"{s.tune.key}={_fmt(choice[name])}",)
+            tag = f"{name},{s.tune.key.split('.')[-1]}={_fmt(choice[name])}"
+        for seed in cfg.final.seeds:
+            ov = (*cfg.common, *cell.overrides, *s.overrides, *cfg.final.get("overrides", []),
+                  f"num_rounds={cfg.final.rounds}", f"seed={seed}", *knob)  # fmt: skip
+            jobs.setdefault(name, []).append(Job(out / "final" / cell.name / tag / f"seed={seed}", ov))
+    return jobs
+
+
+# --- running -----------------------------------------------------------------------------
+def status(job: Job) -> str:
+    """finished | failed | stopped | running | absent, from the run's metrics.json."""
+    try:
+        return str(json.loads((job.out_dir / "metrics.json").read_text()).get("status", "absent"))
+    except (OSError, ValueError):
+        return "absent"
+
+
+def rows(job: Job) -> list[dict[str, Any]]:
+    try:
+        return list(json.loads((job.out_dir / "metrics.json").read_text())["rounds"])
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def run_job(job: Job) -> str:
+    """Run (or resume, or skip) one run in this process, as ``experiments.run`` would; the
+    run's own errors are printed by it and end in its status, not in this study."""
+    if status(job) in ("finished", "failed"):
+        return status(job)
+    from hydra import compose, initialize_config_dir
+
+    from experiments.launch.flower import simulate
+    from experiments.launch.inprocess import run_inprocess
+    from experiments.launch.preflight import CONF_DIR, execute, preflight_groups
+
+    overrides = [*job.overrides, f"out_dir='{job.out_dir}'", "resume=true"]
+    print(f"[study] run {job.out_dir}", flush=True)
+    t0 = time.monotonic()
+    from hydra.errors import HydraException
+
+    try:
+        preflight_groups(overrides)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            try:
+                cfg = compose(config_name="config", overrides=overrides)
+            except (HydraException, OmegaConfBaseException) as e:
+                raise StudyError(f"{job.out_dir.name}: {str(e).splitlines()[0]}") from None
+        engine = run_inprocess if cfg.engine == "inprocess" else simulate
+        execute(cfg, engine, "in this process (engine=inprocess)" if cfg.engine == "inprocess" else "Flower")
+    except SystemExit as e:
+        if e.code == 130:
+            raise KeyboardInterrupt from None
+        print(f"[study] run ended with exit code {e.code}: {job.out_dir}", flush=True)
+    st = status(job)
+    print(f"[study] {st} in {time.monotonic() - t0:.0f} s: {job.out_dir}", flush=True)
+    return st
+
+
+def num_classes(job: Job) -> int:
+    try:
+        cfg = json.loads((job.out_dir / "config.json").read_text())["config"]
+        return int(cfg["dataset"].get("num_classes", 10))
+    except (OSError, ValueError, KeyError):
+        return 10
+
+
+def tuning_candidates(jobs: list[tuple[float, Job]]) -> list[tuple[float, list[dict[str, Any]]]]:
+    """(value, rows) per tuning run; a failed run keeps its rows and is marked diverged."""
+    out = []
+    for value, job in jobs:
+        r = rows(job)
+        if status(job) == "failed" or not r:
+            r = [*r, {"round": -1, "test_accuracy": 0.0, "test_loss": float("nan")}]
+        out.append((value, r))
+    return out
+
+
+def choose_cell(cfg: DictConfig, tjobs: dict[str, list[tuple[float, Job]]]) -> dict[str, float] | None:
+    """The chosen value per tuned strategy, or None while a tuning run has not ended."""
+    choice: dict[str, float] = {}
+    for name, jobs in tjobs.items():
+        if any(status(j) not in ("finished", "failed") for _, j in jobs):
+            return None
+        choice[name] = choose(tuning_candidates(jobs), num_classes(jobs[0][1]))
+    return choice
+
+
+def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> None:
+    choices_path = out / "choice.json"
+    stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
+    for cell in todo:
+        tjobs = tune_jobs(cfg, out, cell)
+        for _, job in (x for jobs in tjobs.values() for x in jobs):
+            print(f"[study] tune  {job.out_dir}  ({status(job)})", flush=True) if dry_run else run_job(job)
+        if dry_run:
+            continue
+        choice = choose_cell(cfg, tjobs)
+        if choice is None:
+            raise StudyError(f"{cell.name}: a tuning run did not end; run the study again to resume it")
+        stored[cell.name] = choice
+        out.mkdir(parents=True, exist_ok=True)
+        choices_path.write_text(json.dumps(stored, indent=1))
+        print(f"[study] {cell.name}: chosen on validation {choice}", flush=True)
+        for job in (j for jobs in final_jobs(cfg, out, cell, choice).values() for j in jobs):
+            run_job(job)
+    if dry_run:
+        print("[study] dry run: final runs follow the choices, which need the tuning runs", flush=True)
+
+
+# --- the report --------------------------------------------------------------------------
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    m, s = mean_std(values)
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if len(values) > 1 else f"{100 * m:.2f}"
+
+
+def cell_results(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float]) -> dict[str, Any]:
+    """Per strategy: chosen value, per-seed final and best accuracy, mismatch; the decisions."""
+    res: dict[str, Any] = {"cell": cell.key, "strategies": {}, "tuning": {}}
+    for name, jobs in tune_jobs(cfg, out, cell).items():
+        res["tuning"][name] = {
+            _fmt(v): {"status": status(j), "accuracy": float(rows(j)[-1]["test_accuracy"]) if rows(j) else None,
+                      "diverged": status(j) == "failed" or (bool(rows(j)) and diverged(rows(j), num_classes(j)))}
+            for v, j in jobs
+        }  # fmt: skip
+    for name, jobs in final_jobs(cfg, out, cell, choice).items():
+        done = [j for j in jobs if status(j) == "finished"]
+        entry: dict[str, Any] = {
+            "value": choice.get(name), "seeds": len(done), "failed": sum(status(j) == "failed" for j in jobs),
+            "final": [float(rows(j)[-1]["test_accuracy"]) for j in done],
+            "best": [max(float(r["test_accuracy"]) for r in rows(j)) for j in done],
+            "mismatch": [],
+        }  # fmt: skip
+        for j in done:
+            scopes = j.out_dir / "scopes.json"
+            if scopes.exists():
+                entry["mismatch"].append(mismatch(json.loads(scopes.read_text())))
+        res["strategies"][name] = entry
+    res["decisions"] = decisions(cfg, res["strategies"])
+    return res
+
+
+def decisions(cfg: DictConfig, st: dict[str, Any]) -> dict[str, Any]:
+    """The decision rule: each challenger, and the better challenger, against the better
+    reference (by mean final accuracy), once every seed of them has finished."""
+    n = len(cfg.final.seeds)
+    ready = {k: v for k, v in st.items() if v["seeds"] == n}
+    refs = [r for r in cfg.get("references", []) if r in ready]
+    chal = [c for c in cfg.get("challengers", []) if c in ready]
+    if not refs or not chal or len(refs) < len(cfg.get("references", [])):
+        return {}
+    best_ref = max(refs, key=lambda r: mean_std(ready[r]["final"])[0])
+    out: dict[str, Any] = {"reference": best_ref}
+
+    def d(c: str) -> dict[str, Any]:
+        x: Decision = decide(ready[c]["final"], ready[best_ref]["final"])
+        return {"verdict": x.verdict, "diff": x.diff, "pooled_sd": x.pooled_sd}
+
+    for c in chal:
+        out[c] = d(c)
+    if len(chal) == len(cfg.get("challengers", [])):
+        best = max(chal, key=lambda c: mean_std(ready[c]["final"])[0])
+        out["best_challenger"] = {"name": best, **d(best)}
+    return out
+
+
+def report(cfg: DictConfig, out: Path, allcells: list[Cell]) -> Path:
+    choices = json.loads((out / "choice.json").read_text()) if (out / "choice.json").exists() else {}
+    results = [cell_results(cfg, out, c, choices[c.name]) for c in allcells if c.name in choices]
+    folder = out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "study.json").write_text(json.dumps(results, indent=1))
+    lines = write_markdown(cfg, results, allcells)
+    (folder / "study.md").write_text("\n".join(lines) + "\n")
+    points = mechanism_points(cfg, results)
+    if points:
+        from experiments.plots import plot_mechanism
+
+        plot_mechanism(points, folder / "mechanism.png", cfg.get("baseline", "fedavg"))
+    print(f"[study] report: {folder / 'study.md'} ({len(results)} of {len(allcells)} cells)", flush=True)
+    return folder
+
+
+def mechanism_points(cfg: DictConfig, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per cell and challenger: its gain over the baseline (mean final accuracy) and the
+    baseline's own mismatch (spread, drop; means over seeds)."""
+    base = cfg.get("baseline", "fedavg")
+    n = len(cfg.final.seeds)
+    points = []
+    for res in results:
+        st = res["strategies"]
+        if base not in st or st[base]["seeds"] < n or not st[base]["mismatch"]:
+            continue
+        spread = sum(m["spread"] for m in st[base]["mismatch"]) / len(st[base]["mismatch"])
+        drop = sum(m["drop"] for m in st[base]["mismatch"]) / len(st[base]["mismatch"])
+        for c in cfg.get("challengers", []):
+            if c in st and st[c]["seeds"] == n:
+                gain = mean_std(st[c]["final"])[0] - mean_std(st[base]["final"])[0]
+                points.append({"cell": res["cell"], "challenger": c, "gain": gain, "spread": spread, "drop": drop})
+    return points
+
+
+def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: list[Cell]) -> list[str]:
+    names = list(cfg.strategies)
+    axes = list(cfg.axes)
+    lines = [f"# Study: {cfg.get('title', '')}", "",
+             f"{len(results)} of {len(allcells)} cells have their choices; final runs: "
+             f"{cfg.final.rounds} rounds, seeds {list(cfg.final.seeds)}; accuracy in %, mean ± sample std.", "",
+             "## Tuning (last tuning round's accuracy on the tuning split; * = chosen, † = diverged or failed)", ""]  # fmt: skip
+    tuned = [n for n in names if "tune" in cfg.strategies[n]]
+    for name in tuned:
+        s = cfg.strategies[name]
+        vals = [_fmt(float(v)) for v in s.tune["values"]]
+        lines += [f"{name} ({s.tune.key}):", "", "| " + " | ".join(axes) + " | " + " | ".join(vals) + " |",
+                  "|" + "---|" * (len(axes) + len(vals))]  # fmt: skip
+        for res in results:
+            t, chosen = res["tuning"].get(name, {}), res["strategies"].get(name, {}).get("value")
+            row = []
+            for v in vals:
+                e = t.get(v, {})
+                acc = "" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}"
+                mark = ("†" if e.get("diverged") else "") + ("*" if chosen is not None and _fmt(chosen) == v else "")
+                row.append(acc + mark)
+            lines.append("| " + " | ".join(res["cell"][a] for a in axes) + " | " + " | ".join(row) + " |")
+        lines.append("")
+    lines += ["## Final runs (test split)", "",
+              "| " + " | ".join(axes) + " | strategy | value | seeds | final acc | best acc | spread of client sigma (%) | sigma drop on averaging (%) |",
+              "|" + "---|" * (len(axes) + 7)]  # fmt: skip
+    for res in results:
+        for name in names:
+            e = res["strategies"].get(name)
+            if e is None:
+                continue
+            mm = e["mismatch"]
+            spread = f"{100 * sum(m['spread'] for m in mm) / len(mm):.2f}" if mm else ""
+            drop = f"{100 * sum(m['drop'] for m in mm) / len(mm):.2f}" if mm else ""
+            seeds = f"{e['seeds']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+            value = "" if e["value"] is None else _fmt(e["value"])
+            lines.append("| " + " | ".join(res["cell"][a] for a in axes) +
+                         f" | {name} | {value} | {seeds} | {_pm(e['final'])} | {_pm(e['best'])} | {spread} | {drop} |")  # fmt: skip
+    lines += ["", "## Decisions (final accuracy; challenger minus the better reference, in pp; "
+              "rule: more than 2 pooled sample stds)", "",
+              "| " + " | ".join(axes) + " | reference | " + " | ".join(cfg.get("challengers", [])) + " | better challenger |",
+              "|" + "---|" * (len(axes) + 2 + len(cfg.get("challengers", [])))]  # fmt: skip
+    for res in results:
+        d = res["decisions"]
+        if not d:
+            lines.append("| " + " | ".join(res["cell"][a] for a in axes) + " | not all final runs done |"
+                         + " |" * (len(cfg.get("challengers", [])) + 1))  # fmt: skip
+            continue
+
+        def cellfmt(x: dict[str, Any] | None) -> str:
+            if not x:
+                return ""
+            return f"{x['verdict']} ({100 * x['diff']:+.2f} pp, s {100 * x['pooled_sd']:.2f})"
+
+        best = d.get("best_challenger")
+        lines.append("| " + " | ".join(res["cell"][a] for a in axes) + f" | {d['reference']} | "
+                     + " | ".join(cellfmt(d.get(c)) for c in cfg.get("challengers", []))
+                     + f" | {best['name'] + ': ' + cellfmt(best) if best else ''} |")  # fmt: skip
+    points = mechanism_points(cfg, results)
+    if points:
+        lines += ["", f"## Mechanism: gain over {cfg.get('baseline', 'fedavg')} vs its scope mismatch", ""]
+        for c in cfg.get("challengers", []):
+            p = [x for x in points if x["challenger"] == c]
+            for what in ("spread", "drop"):
+                rho = spearman([x[what] for x in p], [x["gain"] for x in p])
+                rho_s = "n/a (fewer than 3 cells)" if math.isnan(rho) else f"{rho:+.2f}"
+                lines.append(f"- {c}: Spearman's rho(gain, {what}) = {rho_s}, n = {len(p)} cells")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.splitlines()[0])
+    p.add_argument("preset", help="a preset under experiments/conf/study/ (name) or a .yaml file")
+    p.add_argument("overrides", nargs="*", help="changes to the preset, as key=value (OmegaConf dotlist)")
+    p.add_argument("--out", type=Path, help="the study's folder (default: the preset's out)")
+    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
+                   help="run only the cells with this value (repeatable; values of one axis add up)")  # fmt: skip
+    p.add_argument("--report", action="store_true", help="only write the report from what has finished")
+    p.add_argument("--dry-run", action="store_true", help="list the tuning runs and their state; run nothing")
+    a = p.parse_args(argv)
+    try:
+        cfg = load_preset(a.preset, a.overrides)
+        out = (a.out or Path(cfg.get("out", f"multirun/study/{Path(a.preset).stem}"))).resolve()
+        todo = cells(cfg, a.only)
+        if not a.report:
+            run_study(cfg, out, todo, a.dry_run)
+        if not a.dry_run:
+            report(cfg, out, cells(cfg, []))
+    except StudyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command again to resume the study", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
