@@ -81,6 +81,8 @@ def load_preset(name: str, overrides: list[str]) -> DictConfig:
         cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
     except (OmegaConfBaseException, ValueError) as e:
         raise StudyError(f"{path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, DictConfig):
+        raise StudyError(f"{path}: a preset is a mapping of keys (common, axes, strategies, final, ...)")
     for key in ("common", "axes", "strategies", "final"):
         if key not in cfg:
             raise StudyError(f"{path}: the preset has no {key!r}")
@@ -125,8 +127,15 @@ def tune_jobs(cfg: DictConfig, out: Path, cell: Cell) -> dict[str, list[tuple[fl
             continue
         for v in s.tune["values"]:
             value = float(v)
-            ov = (*cfg.common, *cell.overrides, *s.overrides, *t.get("overrides", []),
-                  f"num_rounds={t.get('rounds', 5)}", f"seed={t.get('seed', 0)}", f"{s.tune.key}={_fmt(value)}")  # fmt: skip
+            ov = (
+                *cfg.common,
+                *cell.overrides,
+                *s.overrides,
+                *t.get("overrides", []),
+                f"num_rounds={t.get('rounds', 5)}",
+                f"seed={t.get('seed', 0)}",
+                f"{s.tune.key}={_fmt(value)}",
+            )
             folder = out / "tune" / cell.name / name / f"{s.tune.key.split('.')[-1]}={_fmt(value)}"
             jobs.setdefault(name, []).append((value, Job(folder, ov)))
     return jobs
@@ -143,8 +152,15 @@ def final_jobs(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float])
             knob = (f"{s.tune.key}={_fmt(choice[name])}",)
             tag = f"{name},{s.tune.key.split('.')[-1]}={_fmt(choice[name])}"
         for seed in cfg.final.seeds:
-            ov = (*cfg.common, *cell.overrides, *s.overrides, *cfg.final.get("overrides", []),
-                  f"num_rounds={cfg.final.rounds}", f"seed={seed}", *knob)  # fmt: skip
+            ov = (
+                *cfg.common,
+                *cell.overrides,
+                *s.overrides,
+                *cfg.final.get("overrides", []),
+                f"num_rounds={cfg.final.rounds}",
+                f"seed={seed}",
+                *knob,
+            )
             jobs.setdefault(name, []).append(Job(out / "final" / cell.name / tag / f"seed={seed}", ov))
     return jobs
 
@@ -170,24 +186,14 @@ def run_job(job: Job) -> str:
     run's own errors are printed by it and end in its status, not in this study."""
     if status(job) in ("finished", "failed"):
         return status(job)
-    from hydra import compose, initialize_config_dir
-
     from experiments.launch.flower import simulate
     from experiments.launch.inprocess import run_inprocess
-    from experiments.launch.preflight import CONF_DIR, execute, preflight_groups
+    from experiments.launch.preflight import execute
 
-    overrides = [*job.overrides, f"out_dir='{job.out_dir}'", "resume=true"]
     print(f"[study] run {job.out_dir}", flush=True)
     t0 = time.monotonic()
-    from hydra.errors import HydraException
-
     try:
-        preflight_groups(overrides)
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            try:
-                cfg = compose(config_name="config", overrides=overrides)
-            except (HydraException, OmegaConfBaseException) as e:
-                raise StudyError(f"{job.out_dir.name}: {str(e).splitlines()[0]}") from None
+        cfg = compose_run(job)
         engine = run_inprocess if cfg.engine == "inprocess" else simulate
         execute(cfg, engine, "in this process (engine=inprocess)" if cfg.engine == "inprocess" else "Flower")
     except SystemExit as e:
@@ -228,7 +234,43 @@ def choose_cell(cfg: DictConfig, tjobs: dict[str, list[tuple[float, Job]]]) -> d
     return choice
 
 
+def compose_run(job: Job) -> DictConfig:
+    """The Hydra config ``experiments.run`` would build from these overrides; a bad key or
+    value: one line and exit 2 (as ``experiments.run``), or StudyError."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from experiments.launch.preflight import CONF_DIR, preflight_groups
+
+    overrides = [*job.overrides, f"out_dir='{job.out_dir}'", "resume=true"]
+    preflight_groups(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        try:
+            return compose(config_name="config", overrides=overrides)
+        except (HydraException, OmegaConfBaseException) as e:
+            raise StudyError(f"{job.out_dir}: {str(e).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig, out: Path, todo: list[Cell]) -> None:
+    """Every run's overrides compose and resolve before the first run starts (a typo in a
+    preset fails now, not hours later)."""
+    from experiments.launch.preflight import resolve
+    from fedwsa.run.config import ConfigError
+
+    for cell in todo:
+        tjobs = tune_jobs(cfg, out, cell)
+        first = {name: jobs[0][0] for name, jobs in tjobs.items()}
+        jobs = [j for js in tjobs.values() for _, j in js]
+        jobs += [js[0] for js in final_jobs(cfg, out, cell, first).values()]
+        for job in jobs:
+            try:
+                resolve(compose_run(job))
+            except ConfigError as e:
+                raise StudyError(f"{job.out_dir}: {e}") from None
+
+
 def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> None:
+    validate(cfg, out, todo)
     choices_path = out / "choice.json"
     stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
     for cell in todo:
@@ -236,6 +278,8 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
         for _, job in (x for jobs in tjobs.values() for x in jobs):
             print(f"[study] tune  {job.out_dir}  ({status(job)})", flush=True) if dry_run else run_job(job)
         if dry_run:
+            for job in (j for jobs in final_jobs(cfg, out, cell, {}).values() for j in jobs):
+                print(f"[study] final {job.out_dir}  ({status(job)})", flush=True)
             continue
         choice = choose_cell(cfg, tjobs)
         if choice is None:
@@ -247,7 +291,7 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
         for job in (j for jobs in final_jobs(cfg, out, cell, choice).values() for j in jobs):
             run_job(job)
     if dry_run:
-        print("[study] dry run: final runs follow the choices, which need the tuning runs", flush=True)
+        print("[study] dry run: the tuned strategies' final runs follow from the tuning runs", flush=True)
 
 
 # --- the report --------------------------------------------------------------------------
@@ -261,20 +305,25 @@ def _pm(values: list[float]) -> str:
 def cell_results(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float]) -> dict[str, Any]:
     """Per strategy: chosen value, per-seed final and best accuracy, mismatch; the decisions."""
     res: dict[str, Any] = {"cell": cell.key, "strategies": {}, "tuning": {}}
-    for name, jobs in tune_jobs(cfg, out, cell).items():
+    for name, tjobs in tune_jobs(cfg, out, cell).items():
         res["tuning"][name] = {
-            _fmt(v): {"status": status(j), "accuracy": float(rows(j)[-1]["test_accuracy"]) if rows(j) else None,
-                      "diverged": status(j) == "failed" or (bool(rows(j)) and diverged(rows(j), num_classes(j)))}
-            for v, j in jobs
-        }  # fmt: skip
+            _fmt(v): {
+                "status": status(j),
+                "accuracy": float(rows(j)[-1]["test_accuracy"]) if rows(j) else None,
+                "diverged": status(j) == "failed" or (bool(rows(j)) and diverged(rows(j), num_classes(j))),
+            }
+            for v, j in tjobs
+        }
     for name, jobs in final_jobs(cfg, out, cell, choice).items():
         done = [j for j in jobs if status(j) == "finished"]
         entry: dict[str, Any] = {
-            "value": choice.get(name), "seeds": len(done), "failed": sum(status(j) == "failed" for j in jobs),
+            "value": choice.get(name),
+            "seeds": len(done),
+            "failed": sum(status(j) == "failed" for j in jobs),
             "final": [float(rows(j)[-1]["test_accuracy"]) for j in done],
             "best": [max(float(r["test_accuracy"]) for r in rows(j)) for j in done],
             "mismatch": [],
-        }  # fmt: skip
+        }
         for j in done:
             scopes = j.out_dir / "scopes.json"
             if scopes.exists():
@@ -340,36 +389,57 @@ def mechanism_points(cfg: DictConfig, results: list[dict[str, Any]]) -> list[dic
         for c in cfg.get("challengers", []):
             if c in st and st[c]["seeds"] == n:
                 gain = mean_std(st[c]["final"])[0] - mean_std(st[base]["final"])[0]
-                points.append({"cell": res["cell"], "challenger": c, "gain": gain, "spread": spread, "drop": drop})
+                points.append(
+                    {"cell": res["cell"], "challenger": c, "gain": gain, "spread": spread, "drop": drop}
+                )
     return points
 
 
 def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: list[Cell]) -> list[str]:
     names = list(cfg.strategies)
     axes = list(cfg.axes)
-    lines = [f"# Study: {cfg.get('title', '')}", "",
-             f"{len(results)} of {len(allcells)} cells have their choices; final runs: "
-             f"{cfg.final.rounds} rounds, seeds {list(cfg.final.seeds)}; accuracy in %, mean ± sample std.", "",
-             "## Tuning (last tuning round's accuracy on the tuning split; * = chosen, † = diverged or failed)", ""]  # fmt: skip
+    lines = [
+        f"# Study: {cfg.get('title', '')}",
+        "",
+        f"{len(results)} of {len(allcells)} cells have their choices; final runs: "
+        f"{cfg.final.rounds} rounds, seeds {list(cfg.final.seeds)}; accuracy in %, mean ± sample std.",
+        "",
+        "## Tuning (last tuning round's accuracy on the tuning split; * = chosen, † = diverged or failed)",
+        "",
+    ]
+    on_validation = [o for o in cfg.final.get("overrides", []) if o.startswith("validation=")]
+    split = "validation" if on_validation and float(on_validation[-1].split("=")[1]) > 0 else "test"
     tuned = [n for n in names if "tune" in cfg.strategies[n]]
     for name in tuned:
         s = cfg.strategies[name]
         vals = [_fmt(float(v)) for v in s.tune["values"]]
-        lines += [f"{name} ({s.tune.key}):", "", "| " + " | ".join(axes) + " | " + " | ".join(vals) + " |",
-                  "|" + "---|" * (len(axes) + len(vals))]  # fmt: skip
+        lines += [
+            f"{name} ({s.tune.key}):",
+            "",
+            "| " + " | ".join(axes) + " | " + " | ".join(vals) + " |",
+            "|" + "---|" * (len(axes) + len(vals)),
+        ]
         for res in results:
             t, chosen = res["tuning"].get(name, {}), res["strategies"].get(name, {}).get("value")
             row = []
             for v in vals:
                 e = t.get(v, {})
                 acc = "" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}"
-                mark = ("†" if e.get("diverged") else "") + ("*" if chosen is not None and _fmt(chosen) == v else "")
+                mark = ("†" if e.get("diverged") else "") + (
+                    "*" if chosen is not None and _fmt(chosen) == v else ""
+                )
                 row.append(acc + mark)
             lines.append("| " + " | ".join(res["cell"][a] for a in axes) + " | " + " | ".join(row) + " |")
         lines.append("")
-    lines += ["## Final runs (test split)", "",
-              "| " + " | ".join(axes) + " | strategy | value | seeds | final acc | best acc | spread of client sigma (%) | sigma drop on averaging (%) |",
-              "|" + "---|" * (len(axes) + 7)]  # fmt: skip
+    lines += [
+        f"## Final runs ({split} split)",
+        "",
+        "| "
+        + " | ".join(axes)
+        + " | strategy | value | seeds | final acc | best acc"
+        + " | spread of client sigma (%) | sigma drop on averaging (%) |",
+        "|" + "---|" * (len(axes) + 7),
+    ]
     for res in results:
         for name in names:
             e = res["strategies"].get(name)
@@ -380,17 +450,33 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
             drop = f"{100 * sum(m['drop'] for m in mm) / len(mm):.2f}" if mm else ""
             seeds = f"{e['seeds']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
             value = "" if e["value"] is None else _fmt(e["value"])
-            lines.append("| " + " | ".join(res["cell"][a] for a in axes) +
-                         f" | {name} | {value} | {seeds} | {_pm(e['final'])} | {_pm(e['best'])} | {spread} | {drop} |")  # fmt: skip
-    lines += ["", "## Decisions (final accuracy; challenger minus the better reference, in pp; "
-              "rule: more than 2 pooled sample stds)", "",
-              "| " + " | ".join(axes) + " | reference | " + " | ".join(cfg.get("challengers", [])) + " | better challenger |",
-              "|" + "---|" * (len(axes) + 2 + len(cfg.get("challengers", [])))]  # fmt: skip
+            lines.append(
+                "| "
+                + " | ".join(res["cell"][a] for a in axes)
+                + f" | {name} | {value} | {seeds} | {_pm(e['final'])} | {_pm(e['best'])}"
+                + f" | {spread} | {drop} |"
+            )
+    lines += [
+        "",
+        "## Decisions (final accuracy; challenger minus the better reference, in pp; "
+        "rule: more than 2 pooled sample stds)",
+        "",
+        "| "
+        + " | ".join(axes)
+        + " | reference | "
+        + " | ".join(cfg.get("challengers", []))
+        + " | better challenger |",
+        "|" + "---|" * (len(axes) + 2 + len(cfg.get("challengers", []))),
+    ]
     for res in results:
         d = res["decisions"]
         if not d:
-            lines.append("| " + " | ".join(res["cell"][a] for a in axes) + " | not all final runs done |"
-                         + " |" * (len(cfg.get("challengers", [])) + 1))  # fmt: skip
+            lines.append(
+                "| "
+                + " | ".join(res["cell"][a] for a in axes)
+                + " | not all final runs done |"
+                + " |" * (len(cfg.get("challengers", [])) + 1)
+            )
             continue
 
         def cellfmt(x: dict[str, Any] | None) -> str:
@@ -399,9 +485,13 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
             return f"{x['verdict']} ({100 * x['diff']:+.2f} pp, s {100 * x['pooled_sd']:.2f})"
 
         best = d.get("best_challenger")
-        lines.append("| " + " | ".join(res["cell"][a] for a in axes) + f" | {d['reference']} | "
-                     + " | ".join(cellfmt(d.get(c)) for c in cfg.get("challengers", []))
-                     + f" | {best['name'] + ': ' + cellfmt(best) if best else ''} |")  # fmt: skip
+        lines.append(
+            "| "
+            + " | ".join(res["cell"][a] for a in axes)
+            + f" | {d['reference']} | "
+            + " | ".join(cellfmt(d.get(c)) for c in cfg.get("challengers", []))
+            + f" | {best['name'] + ': ' + cellfmt(best) if best else ''} |"
+        )
     points = mechanism_points(cfg, results)
     if points:
         lines += ["", f"## Mechanism: gain over {cfg.get('baseline', 'fedavg')} vs its scope mismatch", ""]
@@ -419,8 +509,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("preset", help="a preset under experiments/conf/study/ (name) or a .yaml file")
     p.add_argument("overrides", nargs="*", help="changes to the preset, as key=value (OmegaConf dotlist)")
     p.add_argument("--out", type=Path, help="the study's folder (default: the preset's out)")
-    p.add_argument("--only", action="append", default=[], metavar="AXIS=VALUE",
-                   help="run only the cells with this value (repeatable; values of one axis add up)")  # fmt: skip
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="AXIS=VALUE",
+        help="run only the cells with this value (repeatable; values of one axis add up)",
+    )
     p.add_argument("--report", action="store_true", help="only write the report from what has finished")
     p.add_argument("--dry-run", action="store_true", help="list the tuning runs and their state; run nothing")
     a = p.parse_args(argv)

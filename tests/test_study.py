@@ -1,0 +1,174 @@
+"""experiments.study: the rules by hand (choice, decision, mismatch, rank correlation), and a
+small study run end to end: choices from the tuning files, finals equal to experiments.run,
+a second call runs nothing, a lost run is redone alone, a bad preset exits 2."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from experiments.study import main as study_main
+from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
+from tests.helpers import ROOT, metrics, placeless
+
+
+def _rows(*accs, loss=0.5):
+    return [{"round": i, "test_accuracy": a, "test_loss": loss} for i, a in enumerate(accs)]
+
+
+def test_diverged_means_nonfinite_loss_or_chance_accuracy():
+    assert diverged(_rows(0.1, 0.5, loss=float("nan")), 10)
+    assert diverged(_rows(0.5, 0.105), 10)  # <= 1/10 + 1 pp
+    assert not diverged(_rows(0.1, 0.111), 10)
+    assert not diverged(_rows(0.5, 0.3), 10)
+    assert diverged(_rows(0.9, 0.5), 2)  # two classes: chance is 50 %
+
+
+def test_choose_highest_last_round_ties_to_smaller_diverged_last():
+    cands = [
+        (0.1, _rows(0.2, 0.70)),
+        (1.0, _rows(0.2, 0.75)),
+        (10.0, _rows(0.2, 0.75)),
+        (100.0, _rows(0.8, 0.6)),
+    ]
+    assert choose(cands, 10) == 1.0  # 1 and 10 tie at 75 %: the smaller; 100's best round is not its last
+    cands.append((1000.0, _rows(0.2, 0.9, loss=float("inf"))))  # higher accuracy, but diverged
+    assert choose(cands, 10) == 1.0
+    assert (
+        choose([(1000.0, _rows(0.1, loss=float("nan"))), (5.0, _rows(0.1, 0.1))], 10) == 5.0
+    )  # both diverged
+    with pytest.raises(ValueError):
+        choose([], 10)
+
+
+def test_decide_by_two_pooled_sample_stds():
+    # challenger mean 0.82, sd 0.02; reference 0.76, sd 0.01; s = sqrt((4e-4 + 1e-4) / 2) = 0.015811
+    d = decide([0.80, 0.82, 0.84], [0.75, 0.76, 0.77])
+    assert d.verdict == "helps"
+    assert d.diff == pytest.approx(0.06)
+    assert d.pooled_sd == pytest.approx(math.sqrt(2.5e-4))
+    # difference 0.03 < 2 s = 0.0316: not shown; reversed roles: also not shown
+    assert decide([0.79, 0.80, 0.81], [0.76, 0.77, 0.78]).verdict == "helps"  # 0.03 > 2 * 0.01
+    assert decide([0.78, 0.80, 0.82], [0.76, 0.77, 0.78]).verdict == "no difference shown"
+    assert decide([0.70, 0.71, 0.72], [0.76, 0.77, 0.78]).verdict == "hurts"
+
+
+def test_mismatch_by_hand():
+    scopes = {
+        "layers": ["a", "b"],
+        "rounds": [
+            {"round": 0, "global": [[0, 0.1], [0, 0.2]], "target": None},
+            {
+                "round": 1,
+                "global": [[0, 0.09], [0, 0.18]],
+                "client_sigma_mean": [0.1, 0.2],
+                "client_sigma_std": [0.01, 0.01],
+            },
+            {"round": 2, "global": [[0, 0.09], [0, 0.18]]},  # no replies: left out
+            {
+                "round": 3,
+                "global": [[0, 0.1], [0, 0.2]],
+                "client_sigma_mean": [0.1, 0.25],
+                "client_sigma_std": [0.0, 0.05],
+            },
+        ],
+    }
+    m = mismatch(scopes)
+    # spread: 0.1, 0.05, 0, 0.2 -> 0.0875; drop: 0.1, 0.1, 0, 1 - 0.2/0.25 = 0.2 -> 0.1
+    assert m["spread"] == pytest.approx(0.0875)
+    assert m["drop"] == pytest.approx(0.1)
+
+
+def test_spearman_by_hand():
+    assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)  # 1 - 6*2 / (4*15)
+    assert spearman([1, 1, 2], [1, 2, 3]) == pytest.approx(1.5 / math.sqrt(3))  # tied ranks 1.5, 1.5
+    assert spearman([3, 2, 1], [1, 2, 3]) == pytest.approx(-1.0)
+    assert math.isnan(spearman([1, 2], [2, 1]))
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+TINY = """
+title: tiny
+common: [dataset=digits, num_clients=3, engine=inprocess, model=mlp, batch_size=64]
+axes:
+  alpha: {"0.5": [partition.alpha=0.5]}
+tune: {rounds: 2, seed: 0, overrides: [validation=0.1]}
+final: {rounds: 2, seeds: [0, 1]}
+references: [fedavg]
+challengers: [fedwsa]
+strategies:
+  fedavg: {overrides: [strategy=fedavg]}
+  fedwsa:
+    overrides: [strategy=fedwsa]
+    tune: {key: strategy.wsa_lambda, values: [0.1, 1, 1000000]}
+"""
+
+
+def test_small_study_end_to_end(tmp_path, capsys):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY)
+    out = tmp_path / "study"
+    assert study_main([str(preset), "--out", str(out)]) == 0
+    tune = out / "tune" / "alpha=0.5" / "fedwsa"
+    cands = []
+    for v in ("0.1", "1", "1e+06"):
+        m = json.loads((tune / f"wsa_lambda={v}" / "metrics.json").read_text())
+        failed = [] if m["status"] == "finished" else [{"test_accuracy": 0.0, "test_loss": float("nan")}]
+        cands.append((float(v), m["rounds"] + failed))
+        assert (
+            json.loads((tune / f"wsa_lambda={v}" / "config.json").read_text())["evaluated_on"] == "validation"
+        )
+    lam = choose(cands, 10)
+    assert lam != 1e6  # lambda 1e6 diverges
+    assert json.loads((out / "choice.json").read_text()) == {"alpha=0.5": {"fedwsa": lam}}
+    final = out / "final" / "alpha=0.5" / f"fedwsa,wsa_lambda={lam:g}" / "seed=1"
+    assert json.loads((final / "config.json").read_text())["evaluated_on"] == "test"
+    # a final run equals the same run made by experiments.run
+    ref = tmp_path / "ref"
+    cmd = [sys.executable, "-m", "experiments.run", f"hydra.run.dir={ref}", "dataset=digits", "num_clients=3",
+           "engine=inprocess", "model=mlp", "batch_size=64", "partition.alpha=0.5", "strategy=fedwsa",
+           "num_rounds=2", "seed=1", f"strategy.wsa_lambda={lam:g}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert placeless(metrics(final)[0]) == placeless(metrics(ref)[0])
+    report = (out / "report" / "study.md").read_text()
+    assert "## Decisions" in report and any(
+        v in report for v in ("helps (", "hurts (", "no difference shown (")
+    )
+    study = json.loads((out / "report" / "study.json").read_text())
+    st = study[0]["strategies"]
+    assert st["fedavg"]["seeds"] == 2 and st["fedwsa"]["value"] == lam
+    fedavg_final = [
+        metrics(out / "final" / "alpha=0.5" / "fedavg" / f"seed={s}")[0][-1]["test_accuracy"] for s in (0, 1)
+    ]
+    assert st["fedavg"]["final"] == fedavg_final
+    capsys.readouterr()
+    # run again: nothing runs; remove one final run: only it runs again, with the same result
+    before = metrics(final)[0]
+    assert study_main([str(preset), "--out", str(out)]) == 0
+    assert "[study] run " not in capsys.readouterr().out
+    for f in final.iterdir():
+        f.unlink() if f.is_file() else None
+    assert study_main([str(preset), "--out", str(out)]) == 0
+    ran = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[study] run ")]
+    assert ran == [f"[study] run {final}"]
+    assert metrics(final)[0] == before
+
+
+def test_bad_presets_exit_2_with_one_line(tmp_path, capsys):
+    assert study_main(["no_such_preset"]) == 2
+    assert "no study preset 'no_such_preset'" in capsys.readouterr().err
+    assert study_main(["wsa_where", "--only", "model=resnet50"]) == 2
+    assert "axis model has no value 'resnet50'" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.replace("model=mlp", "modell=mlp"))
+    with pytest.raises(SystemExit) as e:  # the same check and message as experiments.run
+        study_main([str(bad), "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    assert "modell: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # checked before anything ran
+    bad.write_text(TINY.replace("values: [0.1, 1, 1000000]", "values: []"))
+    assert study_main([str(bad)]) == 2
+    assert "non-empty list of values" in capsys.readouterr().err
