@@ -21,6 +21,7 @@ from fedwsa.run.checkpoint import Checkpoint
 from fedwsa.run.client import device_data, new_model, partitions, train_settings
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunLog, scope_stats
+from fedwsa.run.tracking import Trackers
 from fedwsa.run.wire import FINISHED, PROGRESS, encode_train
 from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
@@ -60,11 +61,14 @@ class Session:
         self.done = 0  # rounds completed
         self.failed_rounds = 0  # consecutive rounds without an aggregate
         self.saved = 0  # last round checkpointed
+        self.trackers = Trackers(None, [])  # none until run() knows whether it resumes
 
     # --- the loop -------------------------------------------------------------------------
     def run(self) -> None:
         cfg = self.cfg
-        if not (cfg.resume and self.restore()):
+        resumed = bool(cfg.resume and self.restore())
+        self.trackers = Trackers(cfg, self.names, self.done if resumed else None)
+        if not resumed:
             self.record(0, None, [])
         train_config = ConfigRecord(encode_train(train_settings(cfg, 0)))
         for rnd in range(self.done + 1, cfg.num_rounds + 1):
@@ -93,6 +97,7 @@ class Session:
                 self.save()
         final = {k: torch.as_tensor(v) for k, v in self.arrays.to_torch_state_dict().items()}
         self.log.finish(final)
+        self.trackers.finish(self.log.rows, self.log.out / "model.pt")
 
     # --- the steps --------------------------------------------------------------------------
     def check(self, replies: list[Any]) -> tuple[list[Update], list[int]]:
@@ -139,6 +144,7 @@ class Session:
                        client_nodes=[u.node for u in updates])  # fmt: skip
             scopes.update(scope_stats([scope_of_arrays(u.arrays, self.names) for u in updates]))
         full = self.log.add_round(row, scopes)
+        self.trackers.round(full, self.log.scopes[-1])
         train = f"  train_loss {row['train_loss']:.4f}" if "train_loss" in row else ""
         replied = f"  clients {row['num_replies']}/{self.cfg.sample_size}" if rnd else ""
         say(f"round {rnd:>3}/{self.cfg.num_rounds}  acc {acc:.4f}  loss {loss:.4f}{train}{replied}  "
@@ -174,6 +180,7 @@ class Session:
         """Mark the results as failed (if they can still be written)."""
         with suppress(OSError):
             self.log.write("failed", error)
+        self.trackers.fail(error)
 
 
 def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:

@@ -31,10 +31,11 @@ from fedwsa.run.checkpoint import CheckpointError
 from fedwsa.run.client import experiment_data, new_model, partitions, release_data
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.run.splits import read_split
+from fedwsa.run.tracking import missing_extras, mlflow_uri
 from fedwsa.wsa import model_scope, scoped_names, stable_lambda
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("strategy", "dataset", "model", "partition", "experiment")
+GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking")
 
 # Every key's default, from the one place that defines them (``conf/config.yaml`` starts
 # from this node; the option files only hold what they change).
@@ -61,12 +62,12 @@ def preflight_groups(argv: list[str]) -> None:
         plain = "=" in arg and key[:1].isalpha() and not key.startswith("hydra.")
         if plain and key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
             fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
-        m = re.fullmatch(r"(\w+)=([\w,.\-]+)", arg)
+        m = re.fullmatch(r"(\w+)=\[?([\w,.\-]*)\]?", arg)
         if not m or m.group(1) not in GROUPS:
             continue
         group = m.group(1)
         allowed = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        for value in m.group(2).split(","):
+        for value in filter(None, m.group(2).split(",")):
             if value not in allowed:
                 fail(f"{group}: unknown option {value!r}; allowed: {', '.join(allowed)}", 2)
 
@@ -195,13 +196,28 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
             f"{exp.client_gpus:g} asks Ray for GPU shares, but this machine has no CUDA device and no "
             "Ray cluster is named (ray_address); clients would wait forever: set client_gpus=0",
         )
+    for name, extra in missing_extras(exp):
+        raise ConfigError("tracking", f'{name} is not installed: pip install -e ".[{extra}]"')
     out = Path(exp.out_dir).expanduser().resolve()
     root = Path(exp.dataset.root).expanduser().resolve()
+    t = exp.tracking
+    tracking = dataclasses.replace(
+        t,
+        tensorboard=dataclasses.replace(t.tensorboard, log_dir=_abs(t.tensorboard.log_dir)),
+        wandb=dataclasses.replace(t.wandb, dir=_abs(t.wandb.dir)),
+        mlflow=dataclasses.replace(
+            t.mlflow, uri=mlflow_uri(t.mlflow.uri) if t.mlflow.enabled else t.mlflow.uri
+        ),
+    )
     split = str(Path(exp.partition.path).expanduser().resolve()) if exp.partition.path else ""
     return dataclasses.replace(
         exp, out_dir=str(out), dataset=dataclasses.replace(exp.dataset, root=str(root)),
-        partition=dataclasses.replace(exp.partition, path=split),
+        partition=dataclasses.replace(exp.partition, path=split), tracking=tracking,
     )  # fmt: skip
+
+
+def _abs(path: str) -> str:
+    return str(Path(path).expanduser().resolve()) if path else ""
 
 
 def warn_unstable_wsa(exp: ExperimentConfig) -> None:

@@ -87,6 +87,40 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class TensorboardConfig:
+    enabled: bool = False
+    log_dir: str = ""  # empty: <out_dir>/tensorboard
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    enabled: bool = False
+    project: str = "fedwsa"
+    entity: str = ""  # empty: W&B's default entity
+    mode: str = "offline"  # offline (files in <out_dir>/wandb, `wandb sync` later) | online
+    dir: str = ""  # empty: <out_dir>
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    enabled: bool = False
+    uri: str = ""  # empty: sqlite:///mlflow.db in the current folder (MLflow 3's default store)
+    experiment: str = "fedwsa"
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Experiment trackers (server side; never change results): ``tracking=[tensorboard,mlflow]``."""
+
+    tensorboard: TensorboardConfig = field(default_factory=TensorboardConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def enabled(self) -> list[str]:
+        return [n for n in ("tensorboard", "wandb", "mlflow") if getattr(self, n).enabled]
+
+
+@dataclass(frozen=True)
 class Seeds:
     """One named seed per source of randomness."""
 
@@ -108,6 +142,7 @@ class ExperimentConfig:
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     seeds: Seeds = field(default_factory=Seeds)
     federation: FederationConfig = field(default_factory=FederationConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0  # base seed; the Hydra config makes each of ``seeds`` follow it
     num_clients: int = 5
     num_rounds: int = 5
@@ -148,11 +183,12 @@ class ExperimentConfig:
 
     def identity(self) -> str:
         """The JSON that a checkpoint must match to be resumed: all but what does not change
-        results (``resume``, ``verbose``, and where the clients run: ``engine``,
+        results (``resume``, ``verbose``, ``tracking``, and where the clients run: ``engine``,
         ``ray_address``, ``client_gpus``)."""
         neutral = dataclasses.replace(
-            self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0
-        )
+            self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0,
+            tracking=TrackingConfig(),
+        )  # fmt: skip
         return neutral.to_json()
 
     @classmethod
@@ -217,6 +253,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _choice("strategy.wsa_normalize", s.wsa_normalize, NORMALIZATIONS)
     _choice("precision", c.precision, PRECISIONS)
     _choice("engine", c.engine, ENGINES)
+    _choice("tracking.wandb.mode", c.tracking.wandb.mode, ("offline", "online"))
     _check("device", DEVICE_PATTERN.fullmatch(c.device) is not None, "auto, cpu, cuda or cuda:N", c.device)
     _check("client_gpus", c.client_gpus == -1 or c.client_gpus >= 0, "-1 (auto) or >= 0", c.client_gpus)
     for key, value in [

@@ -16,7 +16,7 @@ from typing import Any
 # its knobs, alpha, seeds) and settings that do not change the experiment.
 VARYING = ("strategy.", "partition.alpha", "seed", "seeds.", "out_dir", "verbose", "client_cpus",
            "node_wait_s", "round_timeout_s", "federation.", "eval_batch_size", "resume",
-           "checkpoint_every", "max_failed_rounds", "update_clip")  # fmt: skip
+           "checkpoint_every", "max_failed_rounds", "update_clip", "tracking.")  # fmt: skip
 SERVER_KNOBS = ("update_clip",)  # server-side options, labelled when they vary
 KNOBS = ("proximal_mu", "wsa_lambda", "distance", "fusion", "align_global", "scope_all", "wsa_normalize")
 OWN_KNOB = {"fedprox": ("proximal_mu",), "fedwsa": ("wsa_lambda",)}
