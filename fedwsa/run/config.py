@@ -186,10 +186,11 @@ class ExperimentConfig:
         results (``resume``, ``verbose``, ``tracking``, and where the clients run: ``engine``,
         ``ray_address``, ``client_gpus``)."""
         neutral = dataclasses.replace(
-            self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0,
-            tracking=TrackingConfig(),
-        )  # fmt: skip
-        return neutral.to_json()
+            self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0
+        )
+        d = dataclasses.asdict(neutral)
+        del d["tracking"]  # absent, not defaulted: checkpoints from before tracking stay resumable
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> ExperimentConfig:
