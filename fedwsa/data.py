@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DATASETS: tuple[str, ...] = ("digits", "fmnist", "mnist", "cifar10", "cifar100")
+DATASETS: tuple[str, ...] = ("digits", "fmnist", "mnist", "cifar10", "cifar100", "synthetic")
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 # Per-channel normalisation constants (train-split statistics, the usual published ones).

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-MODELS: tuple[str, ...] = ("mlp", "cnn", "vgg", "vgg11", "resnet18")
+MODELS: tuple[str, ...] = ("logreg", "mlp", "cnn", "vgg", "vgg11", "resnet18")
 
 
 class MLP(nn.Module):
@@ -173,6 +173,7 @@ def build_model(
     check_input(name, input_shape)
     c, h, w = input_shape
     models: dict[str, Callable[[], nn.Module]] = {
+        "logreg": lambda: nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, num_classes)),  # multinomial
         "mlp": lambda: MLP(c * h * w, num_classes, hidden),
         "cnn": lambda: NIIDBenchCNN(c, h, num_classes),
         "vgg": lambda: VGGStyle(c, h, num_classes),

@@ -8,10 +8,12 @@ Replies come back sorted by partition id, so aggregation sums in a fixed order. 
 is done with them (checks, skipping a round) is the round loop's (``strategies.rounds``).
 
 In Flower's simulation the SuperNodes are virtual and every one can load any partition,
-so with ``assign=True`` no node is asked: partition ``p`` is played by the ``p``-th
-smallest node id and each train message names its partition. The same clients train on
-the same data as when asked, without a query round whose cost grows with the number
-of nodes (10,000 virtual clients would need 10,000 query messages before round 1).
+so with ``pool=n`` no node is asked and clients are not nodes: the run has a pool of ``n``
+virtual nodes (at least the sample size), and each round the ``i``-th sampled partition
+(in partition-id order) goes to the ``i``-th smallest node id, its id named in the train
+message. The same clients train on the same data, in the same order, as when asked; the
+number of nodes, the query round and Flower's per-node costs no longer grow with the
+number of clients (100,000 clients with 10 per round need 10 nodes).
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ class PartitionGrid(Grid):
         seed: int,
         wait_s: float = 120.0,
         min_clients: int = 1,
-        assign: bool = False,
+        pool: int = 0,
     ) -> None:
         self._grid = grid
-        self.assign = assign
+        self.assign = pool > 0  # partitions travel in the messages to a pool of virtual nodes
+        self.pool = pool
+        self.nodes: list[int] = []  # the pool's node ids, sorted
         self.num_partitions = num_partitions
         self.sample_size = sample_size
         self.wait_s = wait_s
@@ -105,11 +109,10 @@ class PartitionGrid(Grid):
     def _online(self) -> set[int]:
         """Partition ids whose node is connected now (new nodes are asked who they are)."""
         nodes = set(self._grid.get_node_ids())
-        if self.assign:
-            if not self.node_of and len(nodes) >= self.num_partitions:
-                self.node_of = dict(enumerate(sorted(nodes)[: self.num_partitions]))
-                self.partition_of = {n: p for p, n in self.node_of.items()}
-            return {p for p, n in self.node_of.items() if n in nodes}
+        if self.assign:  # every partition is online while the pool is
+            if not self.nodes and len(nodes) >= self.pool:
+                self.nodes = sorted(nodes)[: self.pool]
+            return set(range(self.num_partitions)) if self.nodes and set(self.nodes) <= nodes else set()
         unknown = sorted(nodes - self.asked)
         if unknown:
             self._query(unknown)
@@ -126,7 +129,11 @@ class PartitionGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         """The online nodes of this round's seeded sample, in partition-id order."""
-        if not self.node_of:  # first call: every partition must be there once
+        if self.assign and not self.nodes:  # first call: the pool of virtual nodes must be there
+            self._wait(
+                bool, lambda on: f"only {len(list(self._grid.get_node_ids()))} of {self.pool} nodes up"
+            )
+        elif not self.assign and not self.node_of:  # first call: every partition must be there once
             every = set(range(self.num_partitions))
             self._wait(
                 lambda on: every <= on,
@@ -145,6 +152,9 @@ class PartitionGrid(Grid):
             )
             self.drawn = pids
             self.sampled = [p for p in pids if p in online]
+            if self.assign:  # this round's partitions, in order, to the pool's nodes
+                self.node_of = dict(zip(self.sampled, self.nodes, strict=False))
+                self.partition_of = {n: p for p, n in self.node_of.items()}
             if len(self.sampled) < len(pids):
                 print(f"[fedwsa] sampled clients {sorted(set(pids) - online)} are offline; "
                       f"training with {self.sampled}", flush=True)  # fmt: skip

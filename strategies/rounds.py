@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 from fedwsa.device import resolve_device, set_deterministic
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
-from fedwsa.run.client import device_data, new_model, partitions, train_settings
+from fedwsa.run.client import device_data, new_model, partition_sizes, train_settings
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunLog, scope_stats
 from fedwsa.run.tracking import Trackers
@@ -43,12 +43,12 @@ class Session:
 
     def __init__(self, grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
         self.cfg = cfg
-        self.grid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling,
-                                  cfg.node_wait_s, cfg.min_fit_clients, assign=assign)  # fmt: skip
+        self.grid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s,
+                                  cfg.min_fit_clients, pool=cfg.node_pool if assign else 0)  # fmt: skip
         self.device = resolve_device(cfg.device)
         set_deterministic(cfg.deterministic)
         _, _, self.x_test, self.y_test = device_data(cfg, self.device)  # moved there once
-        self.sizes = [len(p) for p in partitions(cfg)]  # what each client must report
+        self.sizes = partition_sizes(cfg)  # what each client must report
         model = new_model(cfg)
         self.names = scoped_names(model, cfg.strategy.scope_all)
         self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -186,8 +186,9 @@ class Session:
 def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
     """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment).
 
-    ``assign``: the nodes are virtual (Flower's simulation), so partitions are assigned to
-    them instead of asked for (see ``strategies.grid``)."""
+    ``assign``: the nodes are virtual (Flower's simulation, ``engine=inprocess``): a pool of
+    ``cfg.node_pool`` nodes, each round given the sampled partitions in their messages,
+    instead of one node per partition asked for its own (see ``strategies.grid``)."""
     session = Session(grid, cfg, assign)
     try:
         session.run()

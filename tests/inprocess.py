@@ -31,9 +31,8 @@ class LocalGrid(InProcessGrid):
     ) -> None:  # fmt: skip
         """``faults``: clients that misbehave, e.g. ``1:nan_params`` (``tests/faults.py``)."""
         super().__init__(cfg)
-        n = cfg.num_clients
-        if shuffled:
-            self.nodes = {1000 + 7 * i: n - 1 - i for i in range(n)}
+        n = cfg.num_clients  # one node per partition, as a deployment has (asked for their partition)
+        self.nodes = {1000 + 7 * i: (n - 1 - i if shuffled else i) for i in range(n)}
         self.faults = faults
         self.crash_in_round = crash_in_round
         self.queries = 0

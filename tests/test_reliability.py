@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 import torch
 
+from experiments.launch.inprocess import InProcessGrid
 from fedwsa.robust import clip_updates
 from fedwsa.run import checkpoint, results
 from fedwsa.run.checkpoint import Checkpoint, CheckpointError
 from fedwsa.run.client import local_round, new_model, train_settings
-from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
+from fedwsa.run.config import ConfigError, ExperimentConfig, StrategyConfig, validate
 from fedwsa.wsa import model_scope, next_target, scope_of_arrays, scoped_names
 from strategies.rounds import RunFailed, run
 from tests.faults import KINDS
-from tests.helpers import metrics
+from tests.helpers import metrics, placeless
 from tests.inprocess import Crash, LocalGrid
 
 
@@ -281,4 +282,22 @@ def test_simulation_assigns_partitions_without_asking_and_gets_the_same_run(tmp_
     assigned = _cfg(tmp_path, "assigned", num_rounds=2)
     run(grid := LocalGrid(assigned, shuffled=True), assigned, assign=True)
     assert grid.queries == 0
-    assert _rows(assigned)[0] == _rows(asked)[0]
+    assert placeless(_rows(assigned)[0]) == placeless(_rows(asked)[0])
+
+
+def test_a_pool_of_nodes_smaller_than_the_clients_gives_the_same_run(tmp_path):
+    """Clients are not nodes: 8 clients, 2 sampled per round, on the 2 virtual nodes of the
+    pool (engine=inprocess's grid), each round's partitions named in the messages: the same
+    rows as 8 nodes that each hold their partition and are asked for it."""
+    asked = _cfg(tmp_path, "asked", num_clients=8, fraction_train=0.25, num_rounds=3)
+    run(LocalGrid(asked), asked)
+    pooled = _cfg(tmp_path, "pooled", num_clients=8, fraction_train=0.25, num_rounds=3)
+    grid = InProcessGrid(pooled)
+    assert len(grid.nodes) == pooled.node_pool == 2
+    run(grid, pooled, assign=True)  # type: ignore[arg-type]
+    rows = _rows(pooled)[0]
+    assert placeless(rows) == placeless(_rows(asked)[0])
+    assert len({c for r in rows[1:] for c in r["clients"]}) > 2  # more clients than nodes trained
+    assert {n for r in rows[1:] for n in r["client_nodes"]} == {"1000", "1007"}  # the pool's two nodes
+    with pytest.raises(ConfigError, match="sim_nodes: 1 virtual nodes cannot take the 2 clients"):
+        validate(dataclasses.replace(pooled, sim_nodes=1))

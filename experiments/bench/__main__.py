@@ -11,10 +11,10 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
   processes busy, one waiting and both waiting (:class:`Busy`).
 - ``step``: one local SGD step with plain cross-entropy, FedProx and WSA (kl, w2), fused
   and autograd, on the NIID-Bench CNN and the VGG-style model (random input).
-- ``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
-  processes together, time per round, time to start; with the issue's workload (one
-  epoch of each sampled client's data, which shrinks as clients grow) and with the same
-  work per sampled client at every size (``local_steps`` steps of equal batches).
+- ``scale``: 100 to 100,000 clients (``dataset=synthetic``), 10 sampled per round: memory
+  of all processes together, time per round, time to start; with one epoch of each
+  sampled client's data and with the same work per sampled client at every size
+  (``local_steps`` steps of equal batches).
 - ``startup``: time from the command to the first round, and from the last round to exit.
 - ``gpu``: fedwsa (in process) vs a plain PyTorch loop on one GPU, fp32 and bf16.
 - ``federation``: a loopback federation vs the same simulation, whole command.
@@ -59,8 +59,12 @@ def main(argv: list[str] | None = None) -> None:
         "--clients",
         type=int,
         nargs="+",
-        default=[100, 1000, 10000],
+        default=[100, 1000, 10000, 100000],
         help="scale, flower_sweep: client counts",
+    )
+    p.add_argument("--dataset", default="synthetic", help="scale: synthetic (any size) or fmnist (<= 10,000)")
+    p.add_argument(
+        "--equal-steps", type=int, default=2000, help="scale, synthetic: local steps of the equal work"
     )
     p.add_argument("--rounds", type=int, default=6, help="scale, tracking: rounds per run")
     p.add_argument(

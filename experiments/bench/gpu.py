@@ -59,14 +59,14 @@ def _utilisation(device: torch.device) -> float | None:
 def plain_loop(cfg: Any) -> dict[str, Any]:
     """FedAvg in plain PyTorch on ``cfg.device``: the same data, batch order and steps."""
     from fedwsa.device import autocast, resolve_device
-    from fedwsa.run.client import client_data, device_data, new_model, partitions
+    from fedwsa.run.client import client_data, device_data, new_model, partition_sizes
     from fedwsa.train import derive_seed
 
     device = resolve_device(cfg.device)
     _, _, x_test, y_test = device_data(cfg, device)
     model = new_model(cfg).to(device)
     data = [client_data(cfg, pid, device) for pid in range(cfg.num_clients)]
-    sizes = [len(p) for p in partitions(cfg)]
+    sizes = partition_sizes(cfg)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     times, accuracy = [], 0.0
     for rnd in range(1, cfg.num_rounds + 1):

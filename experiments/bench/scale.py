@@ -1,7 +1,8 @@
-"""``scale``: 100 / 1,000 / 10,000 virtual clients, 10 sampled per round: memory of all
-processes together, time per round, time to start; with one epoch of each sampled
-client's data (which shrinks as clients grow) and with the same work per sampled client
-at every size (``local_steps`` steps of equal batches)."""
+"""``scale``: 100 to 100,000 clients, 10 sampled per round: memory of all processes
+together, time per round, time to start; with one epoch of each sampled client's data and
+with the same work per sampled client at every size (``local_steps`` steps of equal
+batches). On ``dataset=synthetic`` (default: any number of clients, each its own data) or
+Fashion-MNIST (``--dataset fmnist``: up to 10,000, whose clients' data shrinks as they grow)."""
 
 from __future__ import annotations
 
@@ -19,12 +20,12 @@ from experiments.bench.probes import median, run_cli, table
 def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
     """Median number of images the sampled clients trained on per round (from the run's
     own config.json: partition sizes, and the batches ``fedwsa.train.local_batches`` takes)."""
-    from fedwsa.run.client import partitions
+    from fedwsa.run.client import partition_sizes
     from fedwsa.run.config import from_dict
     from fedwsa.train import local_batches
 
     cfg = from_dict(json.loads((out / "config.json").read_text())["config"])
-    sizes = [len(p) for p in partitions(cfg)]
+    sizes = partition_sizes(cfg)
 
     def trained(s: int) -> int:
         idx = torch.arange(s)
@@ -37,6 +38,9 @@ def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
 # Same work per sampled client at every size: ``SCALE_STEPS`` full batches of ``SCALE_BATCH``
 # images. IID splits at every size (600, 60 or 6 images per client: whole batches of 6;
 # the framework's cost does not depend on the split).
+# On synthetic (``--equal-steps``, default 2,000 steps of 50 with a 256-unit MLP): rounds of a
+# few seconds, so that the round loop's 0.2 s polling (strategies/grid.py) does not quantise
+# the comparison: with 10 steps a round took 0.23 or 0.43 s by chance, at any size.
 SCALE_STEPS, SCALE_BATCH = 10, 6
 SCALE_WORK = {
     "epoch": ["epochs=1", "batch_size=64"],  # the issue's workload: work shrinks with size
@@ -44,26 +48,36 @@ SCALE_WORK = {
 }
 
 
+def work_overrides(work: str, dataset: str, equal_steps: int) -> list[str]:
+    if work == "equal" and dataset == "synthetic":
+        return [f"local_steps={equal_steps}", "batch_size=50", "model=mlp", "model.hidden=256"]
+    return SCALE_WORK[work]
+
+
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
         for n in args.clients:
             sweep = [
-                "dataset=fmnist",
+                f"dataset={args.dataset}",
                 f"num_clients={n}",
                 f"fraction_train={10 / n}",
                 f"num_rounds={args.rounds}",
             ]
             for work in args.work:
                 part = ["partition=dirichlet", "partition.alpha=0.5", "partition.min_size=10"]
-                if n > 1000 or work == "equal":  # Dir(0.5) leaves clients empty at 6 images each
+                if args.dataset == "synthetic":
+                    part = ["partition=iid"]  # not used: every synthetic client has its own data
+                elif n > 1000 or work == "equal":  # Dir(0.5) leaves clients empty at 6 images each
                     part = ["partition=iid"]
-                args_ = [*sweep, *SCALE_WORK[work], "lr=0.01", "strategy=fedavg", *part]
+                work_args = work_overrides(work, args.dataset, args.equal_steps)
+                args_ = [*sweep, *work_args, "lr=0.01", "strategy=fedavg", *part]
                 r = run_cli(args_, Path(tmp) / f"scale{n}-{work}", watch=True)
                 times = [row["round_time_s"] for row in r["rows"][1:]]
                 m = r["marks"]
                 rows.append({
-                    "work": work, "clients": n, "partition": part[0].split("=")[1],
+                    "work": work, "clients": n,
+                    "partition": "own" if args.dataset == "synthetic" else part[0].split("=")[1],
                     "peak_pss_mb": r["peak_pss_mb"], "peak_rss_mb": r["peak_rss_mb"],
                     "processes": r["peak_processes"], "to_round_0_s": m.get("round_0"),
                     "round_1_s": times[0], "median_round_2_on_s": median(times[1:]),
@@ -77,4 +91,10 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
         for r in mine:
             r["round_vs_smallest"] = r["median_round_2_on_s"] / base
     print(table(rows, list(rows[0])))
-    return {"rounds": args.rounds, "steps": SCALE_STEPS, "batch": SCALE_BATCH, "rows": rows}
+    return {
+        "dataset": args.dataset,
+        "rounds": args.rounds,
+        "steps": SCALE_STEPS,
+        "batch": SCALE_BATCH,
+        "rows": rows,
+    }

@@ -248,6 +248,23 @@ def client_gpus(cfg: ExperimentConfig) -> float:
     return AUTO_CLIENT_GPUS if resolve_device(cfg.device).type == "cuda" else 0.0
 
 
+def allocation() -> dict[str, Any]:
+    """The CPUs and GPUs this job may use, which Ray must be told: on a batch cluster a job
+    gets part of a node, and Ray left alone counts the whole node's (SLURM's cgroups do not
+    change what Ray detects), so clients would oversubscribe the job's cores or wait for
+    GPUs it does not have. CPUs: this process's affinity (what SLURM, ``taskset`` or a
+    container allow), lowered to ``SLURM_CPUS_PER_TASK`` where SLURM sets it; GPUs: those
+    CUDA shows this process (SLURM's ``--gres`` sets ``CUDA_VISIBLE_DEVICES``)."""
+    import torch
+
+    cpus, source = len(os.sched_getaffinity(0)), "CPU affinity"
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and 0 < int(slurm) < cpus:
+        cpus, source = int(slurm), "SLURM_CPUS_PER_TASK"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return {"cpus": cpus, "gpus": gpus, "cpus_from": source}
+
+
 def simulate(cfg: ExperimentConfig) -> None:
     """Run ``cfg`` on Flower's Simulation Engine; results land in ``cfg.out_dir``.
 
@@ -264,9 +281,18 @@ def simulate(cfg: ExperimentConfig) -> None:
         start_superlink(procs, env, port, out / "superlink.log", simulation=True)
         write_connection(Path(home), "fedwsa-sim", f"127.0.0.1:{port}")
         fed = (
-            f"num-supernodes={cfg.num_clients} client-resources-num-cpus={cfg.client_cpus} "
+            f"num-supernodes={cfg.node_pool} client-resources-num-cpus={cfg.client_cpus} "
             f"client-resources-num-gpus={float(client_gpus(cfg))}"
         )
+        if not cfg.ray_address:  # Flower starts Ray: with this job's share of the machine
+            alloc = allocation()
+            if cfg.client_cpus > alloc["cpus"]:
+                raise LaunchError(
+                    f"client_cpus={cfg.client_cpus} exceeds the {alloc['cpus']} CPUs this job may use "
+                    f"({alloc['cpus_from']}): no client could start; lower client_cpus"
+                )
+            fed += f" init-args-num-cpus={alloc['cpus']} init-args-num-gpus={alloc['gpus']}"
+            (out / "resources.json").write_text(json.dumps({"ray": alloc}, indent=1))
         log = out / "flower.log"
         run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
         code = submit(

@@ -25,12 +25,13 @@ from strategies.rounds import run
 
 
 class InProcessGrid:
-    """A Flower Grid in process: node ``1000 + 7 i`` holds partition ``i``; a ClientApp
-    that raises becomes an error reply, as in Flower."""
+    """A Flower Grid in process: the simulation's pool of ``cfg.node_pool`` virtual nodes
+    (ids ``1000 + 7 i``), each train message naming its partition; a ClientApp that raises
+    becomes an error reply, as in Flower."""
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
-        self.nodes = {1000 + 7 * i: i for i in range(cfg.num_clients)}  # node id -> partition
+        self.nodes = {1000 + 7 * i: i for i in range(cfg.node_pool)}  # node id -> index
         self._pending: dict[str, Message] = {}  # pushed, not yet handled, by message id
 
     def get_node_ids(self) -> Iterable[int]:
@@ -81,4 +82,4 @@ def run_inprocess(cfg: ExperimentConfig) -> None:
     logging.getLogger("flwr").setLevel(logging.INFO if cfg.verbose else logging.WARNING)  # as the ServerApp
     view = ProgressView()  # progress lines as a live line on a terminal, as the launcher shows them
     with redirect_stdout(LineWriter(view.show)):
-        run(InProcessGrid(cfg), cfg)  # type: ignore[arg-type]
+        run(InProcessGrid(cfg), cfg, assign=True)  # type: ignore[arg-type]

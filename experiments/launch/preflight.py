@@ -28,7 +28,7 @@ from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
-from fedwsa.run.client import experiment_data, new_model, partitions, release_data
+from fedwsa.run.client import experiment_data, new_model, partition_sizes, release_data
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.run.splits import read_split
 from fedwsa.run.tracking import missing_extras, mlflow_uri
@@ -59,7 +59,7 @@ def preflight_groups(argv: list[str]) -> None:
     """
     for arg in argv:
         key = arg.split("=", 1)[0]
-        plain = "=" in arg and key[:1].isalpha() and not key.startswith("hydra.")
+        plain = "=" in arg and key[:1].isalpha() and not key.startswith(("hydra.", "hydra/"))
         if plain and key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
             fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
         m = re.fullmatch(r"(\w+)=\[?([\w,.\-]*)\]?", arg)
@@ -249,7 +249,7 @@ def prepare(exp: ExperimentConfig) -> None:
     if problem:
         raise ConfigError("out_dir", problem)
     ds = experiment_data(exp)
-    partitions(exp)  # an impossible split fails now, not inside a client
+    partition_sizes(exp)  # an impossible split fails now, not inside a client
     warn_unstable_wsa(exp)
     split: dict[str, Any] = {}
     if exp.partition.kind == "file":

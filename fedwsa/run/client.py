@@ -20,6 +20,7 @@ from fedwsa.regularizers import make_regularizer
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.splits import read_split
 from fedwsa.run.wire import TrainReply, TrainSettings
+from fedwsa.synthetic import CLASSES, FEATURES, client_sizes, client_train, eval_set
 from fedwsa.train import derive_seed, train
 from fedwsa.wsa import scoped_names
 
@@ -30,10 +31,25 @@ def _data(name: str, root: str, download: bool, validation: float, seed: int) ->
     return holdout(ds, validation, seed) if validation > 0 else ds
 
 
+@lru_cache(maxsize=2)
+def _synthetic(num_clients: int, alpha: float, beta: float, seed: int, validation: bool) -> Dataset:
+    x, y = eval_set(num_clients, alpha, beta, seed, validation)
+    no_x, no_y = torch.zeros((0, 1, 1, FEATURES)), torch.zeros(0, dtype=torch.int64)
+    x_eval, y_eval = torch.from_numpy(x).view(-1, 1, 1, FEATURES), torch.from_numpy(y)
+    return Dataset(
+        "synthetic", no_x, no_y, x_eval, y_eval, CLASSES, f"Synthetic({alpha:g}, {beta:g}), seed {seed}"
+    )
+
+
 def experiment_data(cfg: ExperimentConfig) -> Dataset:
     """The dataset as this experiment sees it: with ``validation > 0`` the evaluation split
-    is a held-out part of the training data, and clients never see it (cached)."""
+    is a held-out part of the training data, and clients never see it (cached).
+
+    ``synthetic``: only the evaluation set; each client's training data is generated when it
+    trains (:func:`client_data`), from ``seeds.partition``."""
     d = cfg.dataset
+    if d.name == "synthetic":
+        return _synthetic(cfg.num_clients, d.alpha, d.beta, cfg.seeds.partition, cfg.validation > 0)
     return _data(d.name, d.root, d.download, cfg.validation, cfg.seeds.validation)
 
 
@@ -41,8 +57,10 @@ def release_data() -> None:
     """Drop the cached datasets and splits (the launcher's pre-check does not need them
     while the run's own processes train: ~220 MB for Fashion-MNIST)."""
     _data.cache_clear()
+    _synthetic.cache_clear()
     _on_device.cache_clear()
     partitions.cache_clear()
+    partition_sizes.cache_clear()
 
 
 @lru_cache(maxsize=2)
@@ -58,11 +76,21 @@ def device_data(cfg: ExperimentConfig, device: torch.device) -> tuple[Tensor, Te
 
 
 @lru_cache(maxsize=4)
+def partition_sizes(cfg: ExperimentConfig) -> list[int]:
+    """Each client's number of training samples: what its reply must report."""
+    if cfg.dataset.name == "synthetic":
+        return [int(n) for n in client_sizes(cfg.num_clients, cfg.seeds.partition)]
+    return [len(p) for p in partitions(cfg)]
+
+
+@lru_cache(maxsize=4)
 def partitions(cfg: ExperimentConfig) -> list[np.ndarray]:
     """All clients' train index sets (cached: computed once per process and config), or
     read from ``partition.path`` (``partition=file``)."""
     ds = experiment_data(cfg)
     p = cfg.partition
+    if ds.name == "synthetic":
+        raise ValueError("synthetic data has no index partition: each client generates its own")
     if p.kind == "file":
         return read_split(p.path, cfg.num_clients, len(ds.y_train), ds.name)[0]
     return partition(
@@ -78,6 +106,11 @@ def client_data(
     GPU they are cut from the training set that :func:`device_data` moved there once."""
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
+    if cfg.dataset.name == "synthetic":
+        d = cfg.dataset
+        xs, ys = client_train(partition_id, cfg.num_clients, d.alpha, d.beta, cfg.seeds.partition)
+        dev = device or torch.device("cpu")
+        return torch.from_numpy(xs).view(-1, 1, 1, FEATURES).to(dev), torch.from_numpy(ys).to(dev)
     x, y, _, _ = device_data(cfg, device or torch.device("cpu"))
     idx = torch.from_numpy(partitions(cfg)[partition_id]).to(x.device)
     return x[idx], y[idx]

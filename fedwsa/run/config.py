@@ -23,7 +23,7 @@ STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa", "scaffold", "fedno
 ENGINES: tuple[str, ...] = ("simulation", "inprocess")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),
-                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32)}  # fmt: skip
+                "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "synthetic": (1, 1, 60)}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,8 @@ class DatasetConfig:
     root: str = "data"
     download: bool = True
     model: str = "mlp"  # the dataset's default model, used by ``model=auto``
+    alpha: float = 1.0  # synthetic only: how much the clients' models differ (FedProx's alpha)
+    beta: float = 1.0  # synthetic only: how much the clients' inputs differ (FedProx's beta)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class ExperimentConfig:
     client_gpus: float = -1.0  # share of a GPU per simulated client; -1: 0.25 on CUDA, 0 on CPU
     engine: str = "simulation"  # experiments.run: simulation (Flower + Ray) | inprocess (one process)
     ray_address: str = ""  # simulation: "" starts Ray here; auto or host:port joins a Ray cluster
+    sim_nodes: int = 0  # simulation: virtual SuperNodes; 0: as many as clients sampled per round
     out_dir: str = ""
 
     @property
@@ -178,18 +181,28 @@ class ExperimentConfig:
         """Clients trained per round: ``max(1, int(num_clients * fraction_train))``."""
         return max(1, int(self.num_clients * self.fraction_train))
 
+    @property
+    def node_pool(self) -> int:
+        """Virtual SuperNodes of a simulation (and of ``engine=inprocess``): each round, each
+        sampled client's partition travels in its message to a node of this pool, so the
+        number of nodes does not grow with ``num_clients`` (``sim_nodes``; 0: the sample size)."""
+        return self.sim_nodes or self.sample_size
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     def identity(self) -> str:
         """The JSON that a checkpoint must match to be resumed: all but what does not change
         results (``resume``, ``verbose``, ``tracking``, and where the clients run: ``engine``,
-        ``ray_address``, ``client_gpus``)."""
+        ``ray_address``, ``client_gpus``, ``sim_nodes``)."""
         neutral = dataclasses.replace(
             self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0
         )
         d = dataclasses.asdict(neutral)
-        del d["tracking"]  # absent, not defaulted: checkpoints from before tracking stay resumable
+        # absent, not defaulted: checkpoints written before these keys existed stay resumable
+        del d["tracking"], d["sim_nodes"]
+        if self.dataset.name != "synthetic":
+            del d["dataset"]["alpha"], d["dataset"]["beta"]
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -285,6 +298,12 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
     _check("update_clip", c.update_clip == 0 or c.update_clip >= 1, "0 (off) or >= 1", c.update_clip)
+    if c.sim_nodes and c.sim_nodes < c.sample_size:
+        raise ConfigError(
+            "sim_nodes",
+            f"{c.sim_nodes} virtual nodes cannot take the {c.sample_size} clients sampled per round; "
+            "use 0 (as many as sampled) or more",
+        )
     if c.min_fit_clients > c.sample_size:
         raise ConfigError(
             "min_fit_clients",
@@ -295,9 +314,11 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("strategy.proximal_mu", f"must be 0 for {s.name} (use strategy=fedprox)")
     if s.name != "fedwsa" and s.wsa_lambda > 0:
         raise ConfigError("strategy.wsa_lambda", f"must be 0 for {s.name} (use strategy=fedwsa)")
-    n = int(TRAIN_SIZES[c.dataset.name] * (1 - c.validation))
+    _check("dataset.alpha", c.dataset.alpha >= 0, ">= 0", c.dataset.alpha)
+    _check("dataset.beta", c.dataset.beta >= 0, ">= 0", c.dataset.beta)
+    n = int(TRAIN_SIZES.get(c.dataset.name, 0) * (1 - c.validation))
     need = c.num_clients * (1 if p.kind in ("iid", "file") else p.min_size)
-    if need > n:
+    if c.dataset.name != "synthetic" and need > n:  # synthetic: each client has its own data
         raise ConfigError(
             "num_clients",
             f"{c.num_clients} clients need {need} samples (partition.min_size={p.min_size}) "
