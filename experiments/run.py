@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments.launch.flower import simulate
+from experiments.launch.flower import simulate, simulate_in_sweep
 from experiments.launch.inprocess import run_inprocess
 from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
 
@@ -20,8 +22,17 @@ from experiments.launch.preflight import execute, preflight_dirs, preflight_grou
 def main(cfg: DictConfig) -> None:
     if cfg.engine == "inprocess":
         execute(cfg, run_inprocess, "in this process (engine=inprocess)")
+    elif in_process_sweep():
+        execute(cfg, simulate_in_sweep, "Flower Simulation Engine")
     else:
         execute(cfg, simulate, "Flower Simulation Engine")
+
+
+def in_process_sweep() -> bool:
+    """A job of a Hydra multirun whose jobs run one after the other in this process (the
+    basic launcher; submitit's run each job in its own process, on its own allocation)."""
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and "BasicLauncher" in str(hc.launcher.get("_target_", ""))
 
 
 if __name__ == "__main__":

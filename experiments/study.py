@@ -200,6 +200,8 @@ def run_job(job: Job) -> str:
         if e.code == 130:
             raise KeyboardInterrupt from None
         print(f"[study] run ended with exit code {e.code}: {job.out_dir}", flush=True)
+    except Exception as e:  # a bug in a run must not end the study: recorded, and the study goes on
+        print(f"[study] run raised {type(e).__name__}: {e}: {job.out_dir}", flush=True)
     st = status(job)
     print(f"[study] {st} in {time.monotonic() - t0:.0f} s: {job.out_dir}", flush=True)
     return st

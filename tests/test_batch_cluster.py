@@ -37,11 +37,32 @@ def test_submitit_local_sweep_runs_each_job_as_its_own_simulation(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert flower_pids() <= before  # every job stopped what it started
-    for job, seed in ((0, 0), (1, 1)):
+    for job in (0, 1):
         out = sweep / str(job)
         assert metrics(out)[1] == "finished"
         # the job's Ray was given the allocation, not the machine
         assert json.loads((out / "resources.json").read_text())["ray"]["cpus"] == 1
-        alone, _ = run_entry(tmp_path, f"alone{seed}", "strategy=fedavg", f"seed={seed}", "engine=inprocess")
-        assert placeless(metrics(out)[0]) == placeless(metrics(alone)[0])
+    alone, _ = run_entry(tmp_path, "alone1", "strategy=fedavg", "seed=1", "engine=inprocess")
+    assert placeless(metrics(sweep / "1")[0]) == placeless(metrics(alone)[0])  # = a separate run
     assert list((sweep / ".submitit").glob("*/*_log.out"))  # submitit ran the jobs
+
+
+@pytest.mark.slow
+def test_a_sweep_starts_ray_once_and_stops_it_also_when_a_run_fails(tmp_path):
+    """A multirun in one process (Hydra's basic launcher): its simulations share one Ray,
+    started by the first run; the results equal separate runs; the second job's bad
+    ``client_cpus`` fails the sweep with one line, and the sweep's Ray is stopped anyway."""
+    before = flower_pids()
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "experiments.run", "-m", "num_clients=3", "num_rounds=2",
+           "strategy=fedavg", "client_cpus=1,999", f"hydra.sweep.dir={sweep}",
+           "hydra.sweep.subdir=${hydra.job.num}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1
+    assert proc.stdout.count("sweep: one Ray for all runs") == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: client_cpus=999 exceeds the")
+    assert flower_pids() <= before  # the sweep's Ray too (raylet, gcs_server)
+    assert metrics(sweep / "0")[1] == "finished"
+    assert "127.0.0.1:" in json.loads((sweep / "0" / "config.json").read_text())["config"]["ray_address"]
+    alone, _ = run_entry(tmp_path, "alone", "strategy=fedavg", "engine=inprocess")
+    assert placeless(metrics(sweep / "0")[0]) == placeless(metrics(alone)[0])

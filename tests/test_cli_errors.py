@@ -170,3 +170,22 @@ def test_a_lambda_beyond_sgd_s_stable_range_is_warned_in_one_line(tmp_path, caps
     assert "set strategy.wsa_normalize=per_weight" in out and "most curved: net." in out
     warn_unstable_wsa(exp("strategy.wsa_lambda=1000", "strategy.wsa_normalize=per_weight"))
     assert "lambda < 38 " in capsys.readouterr().out  # 2 (1 + 0.9) / (0.05 * 2)
+
+
+def test_a_diverged_inprocess_run_is_one_line_exit_1_and_recorded_as_failed(tmp_path, capsys):
+    """engine=inprocess reports a run that cannot go on as the simulation does (no traceback)."""
+    from experiments.launch.inprocess import run_inprocess
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["engine=inprocess", "strategy.wsa_lambda=1e12", "num_rounds=3",
+                                 "max_failed_rounds=1", f"out_dir={tmp_path}"])  # fmt: skip
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as e:
+            execute(cfg, run_inprocess, "test")
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and err[-1].startswith("error: the run failed: 1 rounds in a row without")
+    assert "Traceback" not in "\n".join(err)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"

@@ -18,6 +18,7 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
 - ``startup``: time from the command to the first round, and from the last round to exit.
 - ``gpu``: fedwsa (in process) vs a plain PyTorch loop on one GPU, fp32 and bf16.
 - ``federation``: a loopback federation vs the same simulation, whole command.
+- ``sweep``: a Hydra multirun's start-up per run, with one Ray for the sweep and without.
 - ``tracking``: each experiment tracker's cost per round, start and finish (server side).
 - ``flower_sweep``: Flower's own per-node message sweep, timed alone at each client count
   (why a round costs more at 10,000 clients; see ``docs/PERFORMANCE.md``).
@@ -37,12 +38,13 @@ from experiments.bench.probes import save
 from experiments.bench.scale import SCALE_WORK, bench_scale
 from experiments.bench.startup import bench_startup
 from experiments.bench.step import bench_step
+from experiments.bench.sweep import bench_sweep
 from experiments.bench.tracking import bench_tracking
 
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "overhead": bench_overhead, "step": bench_step, "scale": bench_scale, "startup": bench_startup,
     "flower_sweep": bench_flower_sweep, "federation": bench_federation, "gpu": bench_gpu,
-    "tracking": bench_tracking,
+    "tracking": bench_tracking, "sweep": bench_sweep,
 }  # fmt: skip
 
 
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--equal-steps", type=int, default=2000, help="scale, synthetic: local steps of the equal work"
     )
+    p.add_argument("--runs", type=int, default=12, help="sweep: runs per sweep")
     p.add_argument("--rounds", type=int, default=6, help="scale, tracking: rounds per run")
     p.add_argument(
         "--work",

@@ -9,6 +9,9 @@ the run ends, fails or is interrupted.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -27,9 +30,11 @@ from experiments.launch.processes import (
     ProgressView,
     free_port,
     last_error,
+    last_error_line,
     process_group,
     stop_tree,
     strip_ansi,
+    wait_dead,
     wait_http,
 )
 from fedwsa.device import resolve_device
@@ -265,6 +270,72 @@ def allocation() -> dict[str, Any]:
     return {"cpus": cpus, "gpus": gpus, "cpus_from": source}
 
 
+_SWEEP_RAY: dict[str, str] = {}  # this process's Ray for a sweep's runs: address, temp dir
+
+
+def sweep_ray() -> str:
+    """The address of a Ray head that the simulations of a Hydra multirun in this process
+    share: started (with this job's allocation) by the first, stopped when the process
+    exits, also on Ctrl-C or a failed run. Its processes are found by its own temp folder
+    and address and stopped by PID (``ray stop`` would stop other users' Ray too)."""
+    if "address" in _SWEEP_RAY:
+        return _SWEEP_RAY["address"]
+    alloc = allocation()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths are bounded
+    address = f"127.0.0.1:{free_port()}"
+    _SWEEP_RAY.update(address=address, temp=temp)
+    atexit.register(stop_sweep_ray)
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--port", address.split(":")[1],
+           "--temp-dir", temp, "--include-dashboard=false", "--disable-usage-stats",
+           "--num-cpus", str(alloc["cpus"]), "--num-gpus", str(alloc["gpus"])]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    if proc.returncode != 0:
+        stop_sweep_ray()
+        raise LaunchError(f"could not start the sweep's Ray: {last_error_line(proc.stderr + proc.stdout)}")
+    print(f"[fedwsa] sweep: one Ray for all runs at {address} ({alloc['cpus']} CPUs, {alloc['gpus']} GPUs)",
+          flush=True)  # fmt: skip
+    return address
+
+
+def stop_sweep_ray() -> None:
+    """Stop the sweep's Ray (its processes, by PID) and remove its temp folder."""
+    import psutil
+
+    if "temp" not in _SWEEP_RAY:
+        return
+    marks = (_SWEEP_RAY["temp"], _SWEEP_RAY["address"])
+    me = os.getpid()
+    procs = []
+    for p in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if p.pid != me and any(m in " ".join(p.info["cmdline"] or []) for m in marks):
+                procs.append(p)
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    wait_dead(procs, 15)
+    shutil.rmtree(_SWEEP_RAY["temp"], ignore_errors=True)
+    _SWEEP_RAY.clear()
+
+
+def simulate_in_sweep(cfg: ExperimentConfig) -> None:
+    """:func:`simulate` for a job of a Hydra multirun in this process: on the sweep's Ray
+    (``sweep_ray``), unless the run names its own cluster or ``sweep_ray=false``."""
+    if cfg.sweep_ray and not cfg.ray_address:
+        check_client_cpus(cfg, allocation())
+        cfg = dataclasses.replace(cfg, ray_address=sweep_ray())
+    simulate(cfg)
+
+
+def check_client_cpus(cfg: ExperimentConfig, alloc: dict[str, Any]) -> None:
+    if cfg.client_cpus > alloc["cpus"]:
+        raise LaunchError(
+            f"client_cpus={cfg.client_cpus} exceeds the {alloc['cpus']} CPUs this job may use "
+            f"({alloc['cpus_from']}): no client could start; lower client_cpus"
+        )
+
+
 def simulate(cfg: ExperimentConfig) -> None:
     """Run ``cfg`` on Flower's Simulation Engine; results land in ``cfg.out_dir``.
 
@@ -286,11 +357,7 @@ def simulate(cfg: ExperimentConfig) -> None:
         )
         if not cfg.ray_address:  # Flower starts Ray: with this job's share of the machine
             alloc = allocation()
-            if cfg.client_cpus > alloc["cpus"]:
-                raise LaunchError(
-                    f"client_cpus={cfg.client_cpus} exceeds the {alloc['cpus']} CPUs this job may use "
-                    f"({alloc['cpus_from']}): no client could start; lower client_cpus"
-                )
+            check_client_cpus(cfg, alloc)
             fed += f" init-args-num-cpus={alloc['cpus']} init-args-num-gpus={alloc['gpus']}"
             (out / "resources.json").write_text(json.dumps({"ray": alloc}, indent=1))
         log = out / "flower.log"

@@ -18,10 +18,10 @@ from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import query, train
-from experiments.launch.processes import LineWriter, ProgressView
+from experiments.launch.processes import LaunchError, LineWriter, ProgressView
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import RUN_CONFIG_KEY
-from strategies.rounds import run
+from strategies.rounds import RunFailed, run
 
 
 class InProcessGrid:
@@ -81,5 +81,8 @@ def run_inprocess(cfg: ExperimentConfig) -> None:
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
     logging.getLogger("flwr").setLevel(logging.INFO if cfg.verbose else logging.WARNING)  # as the ServerApp
     view = ProgressView()  # progress lines as a live line on a terminal, as the launcher shows them
-    with redirect_stdout(LineWriter(view.show)):
-        run(InProcessGrid(cfg), cfg, assign=True)  # type: ignore[arg-type]
+    try:
+        with redirect_stdout(LineWriter(view.show)):
+            run(InProcessGrid(cfg), cfg, assign=True)  # type: ignore[arg-type]
+    except RunFailed as e:  # as the simulation reports it: one line, exit 1 (metrics.json says failed)
+        raise LaunchError(f"the run failed: {e}") from None

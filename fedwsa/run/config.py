@@ -174,6 +174,7 @@ class ExperimentConfig:
     engine: str = "simulation"  # experiments.run: simulation (Flower + Ray) | inprocess (one process)
     ray_address: str = ""  # simulation: "" starts Ray here; auto or host:port joins a Ray cluster
     sim_nodes: int = 0  # simulation: virtual SuperNodes; 0: as many as clients sampled per round
+    sweep_ray: bool = True  # a Hydra multirun's simulations share one Ray, started once
     out_dir: str = ""
 
     @property
@@ -200,7 +201,7 @@ class ExperimentConfig:
         )
         d = dataclasses.asdict(neutral)
         # absent, not defaulted: checkpoints written before these keys existed stay resumable
-        del d["tracking"], d["sim_nodes"]
+        del d["tracking"], d["sim_nodes"], d["sweep_ray"]
         if self.dataset.name != "synthetic":
             del d["dataset"]["alpha"], d["dataset"]["beta"]
         return json.dumps(d, sort_keys=True)
