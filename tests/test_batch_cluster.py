@@ -63,6 +63,7 @@ def test_a_sweep_starts_ray_once_and_stops_it_also_when_a_run_fails(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: client_cpus=999 exceeds the")
     assert flower_pids() <= before  # the sweep's Ray too (raylet, gcs_server)
     assert metrics(sweep / "0")[1] == "finished"
-    assert "127.0.0.1:" in json.loads((sweep / "0" / "config.json").read_text())["config"]["ray_address"]
+    ray = json.loads((sweep / "0" / "resources.json").read_text())["ray"]
+    assert ray["shared_by_the_sweep"] and ray["address"].startswith("127.0.0.1:")
     alone, _ = run_entry(tmp_path, "alone", "strategy=fedavg", "engine=inprocess")
     assert placeless(metrics(sweep / "0")[0]) == placeless(metrics(alone)[0])

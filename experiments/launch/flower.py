@@ -323,8 +323,11 @@ def simulate_in_sweep(cfg: ExperimentConfig) -> None:
     """:func:`simulate` for a job of a Hydra multirun in this process: on the sweep's Ray
     (``sweep_ray``), unless the run names its own cluster or ``sweep_ray=false``."""
     if cfg.sweep_ray and not cfg.ray_address:
-        check_client_cpus(cfg, allocation())
+        alloc = allocation()
+        check_client_cpus(cfg, alloc)
         cfg = dataclasses.replace(cfg, ray_address=sweep_ray())
+        ray = {**alloc, "address": cfg.ray_address, "shared_by_the_sweep": True}
+        (Path(cfg.out_dir) / "resources.json").write_text(json.dumps({"ray": ray}, indent=1))
     simulate(cfg)
 
 
