@@ -137,9 +137,9 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
 
 
 def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fedavg") -> None:
-    """WSA's gain over the baseline (pp, mean over seeds) against the baseline's scope
-    mismatch: left the clients' sigma spread, right sigma's drop on averaging; one point per
-    cell and challenger."""
+    """WSA's gain over the baseline (pp, mean over seeds, bars: +- one standard error of the
+    difference) against the baseline's scope mismatch: left the clients' sigma spread, right
+    sigma's drop on averaging; one point per cell and challenger, labelled with its cell."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8), sharey=True, constrained_layout=True)
     names = sorted({p["challenger"] for p in points})
     colors = dict(zip(names, ["tab:red", "tab:orange", "tab:brown", "tab:pink"], strict=False))
@@ -148,11 +148,20 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
         (axes[0], "spread", f"{baseline}: client sigma spread, std / mean (%)"),
         (axes[1], "drop", f"{baseline}: sigma drop on averaging (%)"),
     ):
-        for n in names:
+        xs = [100 * x[what] for x in points]
+        dodge = 0.02 * ((max(xs) - min(xs)) or 1.0)  # challengers side by side at one cell
+        for i, n in enumerate(names):
             p = [x for x in points if x["challenger"] == n]
-            ax.scatter([100 * x[what] for x in p], [100 * x["gain"] for x in p], s=18,
-                       color=colors.get(n, "black"), marker=markers.get(n, "o"), label=n)  # fmt: skip
+            shift = (i - (len(names) - 1) / 2) * dodge
+            ax.errorbar([100 * x[what] + shift for x in p], [100 * x["gain"] for x in p],
+                        yerr=[100 * x.get("gain_se", 0.0) for x in p], fmt=markers.get(n, "o"), ms=4,
+                        color=colors.get(n, "black"), capsize=2, lw=0.8, label=n)  # fmt: skip
+        for x in (x for x in points if x["challenger"] == names[0]):
+            label = " ".join(f"{v}" for v in x["cell"].values())
+            ax.annotate(label, (100 * x[what], 100 * x["gain"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points", color="dimgray")  # fmt: skip
         ax.axhline(0, color="gray", lw=0.8)
+        ax.margins(x=0.25)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"final accuracy gain over {baseline} (pp)")

@@ -390,10 +390,12 @@ def mechanism_points(cfg: DictConfig, results: list[dict[str, Any]]) -> list[dic
         drop = sum(m["drop"] for m in st[base]["mismatch"]) / len(st[base]["mismatch"])
         for c in cfg.get("challengers", []):
             if c in st and st[c]["seeds"] == n:
-                gain = mean_std(st[c]["final"])[0] - mean_std(st[base]["final"])[0]
-                points.append(
-                    {"cell": res["cell"], "challenger": c, "gain": gain, "spread": spread, "drop": drop}
-                )
+                (mc, sc), (mb, sb) = mean_std(st[c]["final"]), mean_std(st[base]["final"])
+                se = math.sqrt(
+                    sc**2 / len(st[c]["final"]) + sb**2 / len(st[base]["final"])
+                )  # of the difference
+                points.append({"cell": res["cell"], "challenger": c, "gain": mc - mb, "gain_se": se,
+                               "spread": spread, "drop": drop})  # fmt: skip
     return points
 
 
