@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from fedwsa.run.report import mean_std
+from fedwsa.run.results import atomic_write
 from fedwsa.run.study import Decision, choose, decide, diverged, mismatch, spearman
 
 PRESET_DIR = Path(__file__).resolve().parent / "conf" / "study"
@@ -274,7 +275,6 @@ def validate(cfg: DictConfig, out: Path, todo: list[Cell]) -> None:
 def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> None:
     validate(cfg, out, todo)
     choices_path = out / "choice.json"
-    stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
     for cell in todo:
         tjobs = tune_jobs(cfg, out, cell)
         for _, job in (x for jobs in tjobs.values() for x in jobs):
@@ -286,9 +286,11 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
         choice = choose_cell(cfg, tjobs)
         if choice is None:
             raise StudyError(f"{cell.name}: a tuning run did not end; run the study again to resume it")
+        # read again: another study process may have added its cells meanwhile
+        stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
         stored[cell.name] = choice
         out.mkdir(parents=True, exist_ok=True)
-        choices_path.write_text(json.dumps(stored, indent=1))
+        atomic_write(choices_path, json.dumps(stored, indent=1))
         print(f"[study] {cell.name}: chosen on validation {choice}", flush=True)
         for job in (j for jobs in final_jobs(cfg, out, cell, choice).values() for j in jobs):
             run_job(job)
