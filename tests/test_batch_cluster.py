@@ -49,9 +49,10 @@ def test_submitit_local_sweep_runs_each_job_as_its_own_simulation(tmp_path):
 
 @pytest.mark.slow
 def test_a_sweep_starts_ray_once_and_stops_it_also_when_a_run_fails(tmp_path):
-    """A multirun in one process (Hydra's basic launcher): its simulations share one Ray,
-    started by the first run; the results equal separate runs; the second job's bad
-    ``client_cpus`` fails the sweep with one line, and the sweep's Ray is stopped anyway."""
+    """A multirun in one process (Hydra's basic launcher): its simulations share one Ray and
+    one SuperLink, started by the first run; the results equal separate runs; the second
+    job's bad ``client_cpus`` fails the sweep with one line, and the sweep's Ray and SuperLink
+    are stopped anyway."""
     before = flower_pids()
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "experiments.run", "-m", "num_clients=3", "num_rounds=2",

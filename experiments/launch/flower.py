@@ -319,16 +319,70 @@ def stop_sweep_ray() -> None:
     _SWEEP_RAY.clear()
 
 
+_SWEEP_LINK: dict[str, Any] = {}  # the sweep's SuperLink: its process, FLWR_HOME, environment
+
+
+def sweep_superlink(ray_address: str) -> tuple[dict[str, str], subprocess.Popen[bytes]]:
+    """The SuperLink (simulation mode) that the runs of a sweep in this process submit to,
+    on the sweep's Ray: started by the first, stopped when the process exits."""
+    if "proc" in _SWEEP_LINK:
+        return _SWEEP_LINK["env"], _SWEEP_LINK["proc"]
+    home = Path(tempfile.mkdtemp(prefix="fedwsa-flwr-"))
+    env = flower_env(home)
+    env["RAY_ADDRESS"] = ray_address
+    procs: list[subprocess.Popen[bytes]] = []
+    _SWEEP_LINK.update(home=home, env=env, procs=procs)
+    atexit.register(stop_sweep_superlink)  # runs before stop_sweep_ray (registered earlier)
+    port = free_port()
+    _SWEEP_LINK["proc"] = start_superlink(procs, env, port, home / "superlink.log", simulation=True)
+    write_connection(home, "fedwsa-sim", f"127.0.0.1:{port}")
+    return env, _SWEEP_LINK["proc"]
+
+
+def stop_sweep_superlink() -> None:
+    for proc in _SWEEP_LINK.get("procs", []):
+        stop_tree(proc, force=True)
+    if "home" in _SWEEP_LINK:
+        shutil.rmtree(_SWEEP_LINK["home"], ignore_errors=True)
+    _SWEEP_LINK.clear()
+
+
 def simulate_in_sweep(cfg: ExperimentConfig) -> None:
     """:func:`simulate` for a job of a Hydra multirun in this process: on the sweep's Ray
-    (``sweep_ray``), unless the run names its own cluster or ``sweep_ray=false``."""
-    if cfg.sweep_ray and not cfg.ray_address:
-        alloc = allocation()
-        check_client_cpus(cfg, alloc)
-        cfg = dataclasses.replace(cfg, ray_address=sweep_ray())
-        ray = {**alloc, "address": cfg.ray_address, "shared_by_the_sweep": True}
-        (Path(cfg.out_dir) / "resources.json").write_text(json.dumps({"ray": ray}, indent=1))
-    simulate(cfg)
+    and SuperLink (``sweep_ray``), unless the run names its own cluster or ``sweep_ray=false``.
+    When the run ends, the simulation process the SuperLink started for it is stopped."""
+    import psutil
+
+    if not cfg.sweep_ray or cfg.ray_address:
+        simulate(cfg)
+        return
+    alloc = allocation()
+    check_client_cpus(cfg, alloc)
+    cfg = dataclasses.replace(cfg, ray_address=sweep_ray())
+    ray = {**alloc, "address": cfg.ray_address, "shared_by_the_sweep": True}
+    out = Path(cfg.out_dir)
+    (out / "resources.json").write_text(json.dumps({"ray": ray}, indent=1))
+    env, link = sweep_superlink(cfg.ray_address)
+    run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
+    with process_group() as procs:
+        try:
+            code = submit(procs, env, "fedwsa-sim", run_config, out / "flower.log", out,
+                          federation_config=federation(cfg), verbose=cfg.verbose)  # fmt: skip
+        finally:  # this run's simulation process, started under the SuperLink's SuperExec
+            for child in psutil.Process(link.pid).children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "flwr-simulation" in " ".join(child.cmdline()):
+                        for p in [*child.children(recursive=True), child]:
+                            p.kill()
+    check_finished(out, out / "flower.log", code)
+
+
+def federation(cfg: ExperimentConfig) -> str:
+    """Flower's simulation settings for ``cfg`` (``flwr run --federation-config``)."""
+    return (
+        f"num-supernodes={cfg.node_pool} client-resources-num-cpus={cfg.client_cpus} "
+        f"client-resources-num-gpus={float(client_gpus(cfg))}"
+    )
 
 
 def check_client_cpus(cfg: ExperimentConfig, alloc: dict[str, Any]) -> None:
@@ -354,10 +408,7 @@ def simulate(cfg: ExperimentConfig) -> None:
         port = free_port()
         start_superlink(procs, env, port, out / "superlink.log", simulation=True)
         write_connection(Path(home), "fedwsa-sim", f"127.0.0.1:{port}")
-        fed = (
-            f"num-supernodes={cfg.node_pool} client-resources-num-cpus={cfg.client_cpus} "
-            f"client-resources-num-gpus={float(client_gpus(cfg))}"
-        )
+        fed = federation(cfg)
         if not cfg.ray_address:  # Flower starts Ray: with this job's share of the machine
             alloc = allocation()
             check_client_cpus(cfg, alloc)
