@@ -156,9 +156,10 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
             ax.errorbar([100 * x[what] + shift for x in p], [100 * x["gain"] for x in p],
                         yerr=[100 * x.get("gain_se", 0.0) for x in p], fmt=markers.get(n, "o"), ms=4,
                         color=colors.get(n, "black"), capsize=2, lw=0.8, label=n)  # fmt: skip
-        for x in (x for x in points if x["challenger"] == names[0]):
+        labelled = sorted((x for x in points if x["challenger"] == names[0]), key=lambda x: x[what])
+        for k, x in enumerate(labelled):  # neighbours' labels above and below, not on top of each other
             label = " ".join(f"{v}" for v in x["cell"].values())
-            ax.annotate(label, (100 * x[what], 100 * x["gain"]), fontsize=6, xytext=(3, 3),
+            ax.annotate(label, (100 * x[what], 100 * x["gain"]), fontsize=6, xytext=(3, 3 if k % 2 else -9),
                         textcoords="offset points", color="dimgray")  # fmt: skip
         ax.axhline(0, color="gray", lw=0.8)
         ax.margins(x=0.25)
