@@ -9,25 +9,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 import pytest
 
-from experiments.launch.processes import free_port, wait_dead
+from experiments.launch.processes import free_port, marked_processes, wait_dead
 from tests.faults import DELAY_ENV, LOG_ENV
 from tests.helpers import FAULTY, metrics, placeless, run_entry
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _ray_processes(marks):
-    """Processes whose command line names this cluster's temp dir or GCS address."""
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        text = " ".join(p.info["cmdline"] or [])
-        if any(m in text for m in marks) and p.pid != psutil.Process().pid:
-            found.append(p)
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +38,7 @@ def ray_cluster():
                        capture_output=True, timeout=120, env=env)  # fmt: skip
         yield address, Path(env[LOG_ENV])
     finally:
-        procs = _ray_processes(marks)
+        procs = marked_processes(marks)
         assert procs  # the cluster's own processes were found (so this cleanup can fail)
         for p in procs:
             p.kill()

@@ -31,6 +31,7 @@ from experiments.launch.processes import (
     free_port,
     last_error,
     last_error_line,
+    marked_processes,
     process_group,
     stop_tree,
     strip_ansi,
@@ -304,13 +305,7 @@ def stop_sweep_ray() -> None:
 
     if "temp" not in _SWEEP_RAY:
         return
-    marks = (_SWEEP_RAY["temp"], _SWEEP_RAY["address"])
-    me = os.getpid()
-    procs = []
-    for p in psutil.process_iter(["cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            if p.pid != me and any(m in " ".join(p.info["cmdline"] or []) for m in marks):
-                procs.append(p)
+    procs = marked_processes((_SWEEP_RAY["temp"], _SWEEP_RAY["address"]))
     for p in procs:
         with contextlib.suppress(psutil.Error):
             p.kill()

@@ -78,6 +78,18 @@ def _dead(p: psutil.Process) -> bool:
         return True
 
 
+def marked_processes(marks: tuple[str, ...]) -> list[psutil.Process]:
+    """Processes (not this one) whose command line contains one of ``marks``, e.g. the temp
+    folder and address of a Ray cluster this program started: found by what is ours only,
+    so that they can be stopped by PID (``ray stop`` would stop other users' Ray too)."""
+    me, found = psutil.Process().pid, []
+    for p in psutil.process_iter(["cmdline"]):
+        with suppress(psutil.Error):
+            if p.pid != me and any(m in " ".join(p.info["cmdline"] or []) for m in marks):
+                found.append(p)
+    return found
+
+
 def wait_dead(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
     """Wait up to ``timeout_s`` for ``procs`` to die; those still running.
 

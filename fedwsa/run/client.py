@@ -20,7 +20,7 @@ from fedwsa.regularizers import make_regularizer
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.splits import read_split
 from fedwsa.run.wire import TrainReply, TrainSettings
-from fedwsa.synthetic import CLASSES, FEATURES, client_sizes, client_train, eval_set
+from fedwsa.synthetic import CLASSES, FEATURES, client_samples, client_sizes, eval_set
 from fedwsa.train import derive_seed, train
 from fedwsa.wsa import scoped_names
 
@@ -107,8 +107,9 @@ def client_data(
     if not 0 <= partition_id < cfg.num_clients:
         raise ValueError(f"partition-id {partition_id} outside [0, {cfg.num_clients})")
     if cfg.dataset.name == "synthetic":
-        d = cfg.dataset
-        xs, ys = client_train(partition_id, cfg.num_clients, d.alpha, d.beta, cfg.seeds.partition)
+        d = cfg.dataset  # its size from the cached sizes, not drawn again for every client
+        n = partition_sizes(cfg)[partition_id]
+        xs, ys = client_samples(partition_id, n, d.alpha, d.beta, cfg.seeds.partition)
         dev = device or torch.device("cpu")
         return torch.from_numpy(xs).view(-1, 1, 1, FEATURES).to(dev), torch.from_numpy(ys).to(dev)
     x, y, _, _ = device_data(cfg, device or torch.device("cpu"))
