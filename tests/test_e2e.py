@@ -130,8 +130,9 @@ def test_ctrl_c_stops_every_process(tmp_path):
             break
     children |= {c.pid for c in psutil.Process(proc.pid).children(recursive=True)}
     os.kill(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=60) == 130
-    assert "interrupted" in proc.stderr.read()
+    code, stderr = proc.wait(timeout=60), proc.stderr.read()
+    assert code == 130, stderr
+    assert "interrupted" in stderr
     assert _wait_for(lambda: not _alive(children), 10), _alive(children)
     assert metrics(out)[1] == "running"  # rounds done so far are kept
 

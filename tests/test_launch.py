@@ -1,11 +1,16 @@
 """The launcher's own pieces that need no running Flower process."""
 
 import io
+import signal
+import sys
 
+import pytest
 from flwr.cli.build import build_fab_from_disk
 
+from experiments.launch import processes
 from experiments.launch.flower import PROJECT_DIR, stage_app
-from experiments.launch.processes import ProgressView
+from experiments.launch.preflight import report_errors
+from experiments.launch.processes import ProgressView, check_interrupted, on_interrupt
 
 
 def test_staged_app_builds_the_same_fab_as_the_project_folder(tmp_path):
@@ -55,3 +60,30 @@ def test_a_round_prints_its_progress_as_replies_come_in(tmp_path, capsys):
     run_inprocess(validate(ExperimentConfig(num_clients=3, num_rounds=1, out_dir=str(tmp_path))))
     out = capsys.readouterr().out
     assert "[fedwsa] progress round   1/1: 1/3 clients" in out and "round   1/1  acc" in out
+
+
+def test_an_interrupt_that_a_finaliser_drops_still_ends_the_run_with_130(monkeypatch, capsys):
+    """CPython runs a signal handler wherever the main thread is; raised inside a finaliser,
+    the KeyboardInterrupt is reported as unraisable and dropped (a CI run once finished all
+    its rounds after Ctrl-C and exited 0). The flag it leaves stops the launcher's loops and
+    sets the exit code."""
+    monkeypatch.setattr(processes, "_interrupted", False)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    class Finalised:
+        def __del__(self):
+            on_interrupt(signal.SIGINT, None)  # what Ctrl-C does if it lands in here
+
+    try:
+        with pytest.raises(SystemExit) as exit_, report_errors():
+            Finalised()  # dropped at once: its finaliser runs here
+            assert dropped == [KeyboardInterrupt]  # and nothing was raised to this line
+            with pytest.raises(KeyboardInterrupt):
+                check_interrupted()  # what the loops call between lines and messages
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert exit_.value.code == 130
+    assert capsys.readouterr().err.startswith("error: interrupted")

@@ -28,6 +28,7 @@ import tomli  # Flower's own dependency; tomllib needs Python 3.11
 from experiments.launch.processes import (
     LaunchError,
     ProgressView,
+    check_interrupted,
     free_port,
     last_error,
     last_error_line,
@@ -214,6 +215,7 @@ def submit(
     with log.open("a", encoding="utf-8") as f:
         logging = True
         for raw in proc.stdout:
+            check_interrupted()
             line = strip_ansi(raw.decode(errors="replace")).rstrip()
             if logging:
                 try:

@@ -18,7 +18,7 @@ from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import query, train
-from experiments.launch.processes import LaunchError, LineWriter, ProgressView
+from experiments.launch.processes import LaunchError, LineWriter, ProgressView, check_interrupted
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import RUN_CONFIG_KEY
 from strategies.rounds import RunFailed, run
@@ -46,6 +46,7 @@ class InProcessGrid:
 
     def handle(self, m: Message) -> Message:
         """One message through the ClientApp handler it is for."""
+        check_interrupted()
         ctx = self.context(m.metadata.dst_node_id)
         if m.metadata.message_type == MessageType.QUERY:
             return query(m, ctx)

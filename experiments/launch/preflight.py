@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 from hydra.core.config_store import ConfigStore
@@ -22,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.launch.flower import PROJECT_DIR, read_status
-from experiments.launch.processes import LaunchError
+from experiments.launch.processes import LaunchError, check_interrupted, on_interrupt
 from fedwsa.data import DatasetUnavailable
 from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
@@ -288,16 +287,14 @@ def execute(cfg: DictConfig, launch: Callable[[ExperimentConfig], None], what: s
         print(f"[fedwsa] results written to {exp.out_dir}", flush=True)
 
 
-def _sigterm(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 @contextmanager
 def report_errors() -> Iterator[None]:
     """User mistakes and known failures: one line on stderr and an exit code, no traceback."""
-    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGTERM, on_interrupt)
     try:
         yield
+        check_interrupted()  # an interrupt that a finaliser dropped still ends with 130
     except (ConfigError, PartitionError) as e:
         fail(str(e), 2)
     except (DatasetUnavailable, LaunchError, CheckpointError) as e:

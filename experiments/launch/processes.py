@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import TextIO
 
 import psutil
@@ -40,6 +41,26 @@ def last_error(log: Path) -> str | None:
 
 class LaunchError(RuntimeError):
     """A Flower process could not be started or the run failed; one-line message."""
+
+
+_interrupted = False
+
+
+def on_interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGINT and SIGTERM: raise ``KeyboardInterrupt``, and remember it. CPython runs a
+    signal's handler wherever the main thread is, finalisers included, and an exception
+    raised in a finaliser is printed ("Exception ignored in ...") and dropped: the run
+    would go on as if Ctrl-C had never come (seen in CI). The launcher's loops call
+    :func:`check_interrupted`, so a dropped interrupt still stops the run."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if SIGINT or SIGTERM came (see :func:`on_interrupt`)."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def free_port() -> int:
