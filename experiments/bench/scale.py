@@ -55,9 +55,12 @@ def work_overrides(work: str, dataset: str, equal_steps: int) -> list[str]:
 
 
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """Every size and workload once per repetition, repetitions interleaved (sizes in turn,
+    so a slow spell of a shared machine does not land on one size); the summary gives per
+    size the median over repetitions."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
-        for n in args.clients:
+        for rep, n in ((rep, n) for rep in range(args.repeat) for n in args.clients):
             sweep = [
                 f"dataset={args.dataset}",
                 f"num_clients={n}",
@@ -72,29 +75,51 @@ def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
                     part = ["partition=iid"]
                 work_args = work_overrides(work, args.dataset, args.equal_steps)
                 args_ = [*sweep, *work_args, "lr=0.01", "strategy=fedavg", *part]
-                r = run_cli(args_, Path(tmp) / f"scale{n}-{work}", watch=True)
+                folder = Path(tmp) / f"scale{n}-{work}-{rep}"
+                r = run_cli(args_, folder, watch=True)
                 times = [row["round_time_s"] for row in r["rows"][1:]]
                 m = r["marks"]
                 rows.append({
-                    "work": work, "clients": n,
+                    "repeat": rep, "work": work, "clients": n,
                     "partition": "own" if args.dataset == "synthetic" else part[0].split("=")[1],
                     "peak_pss_mb": r["peak_pss_mb"], "peak_rss_mb": r["peak_rss_mb"],
                     "processes": r["peak_processes"], "to_round_0_s": m.get("round_0"),
                     "round_1_s": times[0], "median_round_2_on_s": median(times[1:]),
-                    "images_per_round": images_per_round(Path(tmp) / f"scale{n}-{work}", r["rows"][1:]),
+                    "images_per_round": images_per_round(folder, r["rows"][1:]),
                     "total_s": m["exit"],
                 })  # fmt: skip
                 print(table(rows[-1:], list(rows[-1])), flush=True)
-    for work in args.work:
-        mine = [r for r in rows if r["work"] == work]
-        base = mine[0]["median_round_2_on_s"]
-        for r in mine:
-            r["round_vs_smallest"] = r["median_round_2_on_s"] / base
+    summary = summarise(rows)
     print(table(rows, list(rows[0])))
+    print(table(summary, list(summary[0])))
     return {
         "dataset": args.dataset,
         "rounds": args.rounds,
+        "repeat": args.repeat,
         "steps": SCALE_STEPS,
         "batch": SCALE_BATCH,
         "rows": rows,
+        "summary": summary,
     }
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per workload and size: medians over the repetitions of the median round (rounds 2
+    on) and of the seconds per 10^6 images trained, each also as a ratio to the smallest size."""
+    out = []
+    for work in dict.fromkeys(r["work"] for r in rows):
+        for n in dict.fromkeys(r["clients"] for r in rows if r["work"] == work):
+            mine = [r for r in rows if r["work"] == work and r["clients"] == n]
+            rounds = [r["median_round_2_on_s"] for r in mine]
+            per_mega = [1e6 * r["median_round_2_on_s"] / r["images_per_round"] for r in mine]
+            out.append({
+                "work": work, "clients": n, "repeats": len(mine),
+                "median_round_s": median(rounds), "min_round_s": min(rounds), "max_round_s": max(rounds),
+                "s_per_1e6_images": median(per_mega), "peak_pss_mb": max(r["peak_pss_mb"] for r in mine),
+            })  # fmt: skip
+        base = next(r for r in out if r["work"] == work)
+        for r in out:
+            if r["work"] == work:
+                r["round_vs_smallest"] = r["median_round_s"] / base["median_round_s"]
+                r["per_image_vs_smallest"] = r["s_per_1e6_images"] / base["s_per_1e6_images"]
+    return out
