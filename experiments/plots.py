@@ -139,9 +139,15 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
 def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fedavg") -> None:
     """WSA's gain over the baseline (pp, mean over seeds, bars: +- one standard error of the
     difference) against the baseline's scope mismatch: left the clients' sigma spread, right
-    sigma's drop on averaging; one point per cell and challenger, labelled with its cell."""
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.8), sharey=True, constrained_layout=True)
+    sigma's drop on averaging; one point per cell and challenger, numbered by cell (key below)."""
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.3), sharey=True, constrained_layout=True)
     names = sorted({p["challenger"] for p in points})
+
+    def cell_of(x: dict[str, Any]) -> str:
+        return " ".join(f"{v}" for v in x["cell"].values())
+
+    number = {c: i + 1 for i, c in enumerate(dict.fromkeys(cell_of(x) for x in points))}
+    axes_names = " ".join(points[0]["cell"])
     colors = dict(zip(names, ["tab:red", "tab:orange", "tab:brown", "tab:pink"], strict=False))
     markers = dict(zip(names, ["o", "s", "^", "D"], strict=False))
     for ax, what, xlabel in (
@@ -156,16 +162,17 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
             ax.errorbar([100 * x[what] + shift for x in p], [100 * x["gain"] for x in p],
                         yerr=[100 * x.get("gain_se", 0.0) for x in p], fmt=markers.get(n, "o"), ms=4,
                         color=colors.get(n, "black"), capsize=2, lw=0.8, label=n)  # fmt: skip
-        labelled = sorted((x for x in points if x["challenger"] == names[0]), key=lambda x: x[what])
-        for k, x in enumerate(labelled):  # neighbours' labels above and below, not on top of each other
-            label = " ".join(f"{v}" for v in x["cell"].values())
-            ax.annotate(label, (100 * x[what], 100 * x["gain"]), fontsize=6, xytext=(3, 3 if k % 2 else -9),
-                        textcoords="offset points", color="dimgray")  # fmt: skip
+        for x in (x for x in points if x["challenger"] == names[0]):  # each cell by its number
+            ax.annotate(str(number[cell_of(x)]), (100 * x[what], 100 * x["gain"]), fontsize=6.5,
+                        xytext=(4, 2), textcoords="offset points", color="dimgray")  # fmt: skip
         ax.axhline(0, color="gray", lw=0.8)
         ax.margins(x=0.25)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"final accuracy gain over {baseline} (pp)")
     axes[0].legend(loc="best")
+    key = [f"{i}: {c}" for c, i in number.items()]
+    rows = ["    ".join(key[k : k + 4]) for k in range(0, len(key), 4)]
+    fig.supxlabel(f"cells ({axes_names})\n" + "\n".join(rows), fontsize=6.5, color="dimgray")
     fig.savefig(path)
     plt.close(fig)
