@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -106,19 +107,24 @@ class PartitionGrid(Grid):
             self.node_of[pid] = reply.metadata.src_node_id
         self.partition_of = {n: p for p, n in self.node_of.items()}
 
-    def _online(self) -> set[int]:
+    @cached_property
+    def _every(self) -> frozenset[int]:
+        """Every partition id (built once: 100,000 ids take ~2 ms)."""
+        return frozenset(range(self.num_partitions))
+
+    def _online(self) -> Set[int]:
         """Partition ids whose node is connected now (new nodes are asked who they are)."""
         nodes = set(self._grid.get_node_ids())
         if self.assign:  # every partition is online while the pool is
             if not self.nodes and len(nodes) >= self.pool:
                 self.nodes = sorted(nodes)[: self.pool]
-            return set(range(self.num_partitions)) if self.nodes and set(self.nodes) <= nodes else set()
+            return self._every if self.nodes and set(self.nodes) <= nodes else frozenset()
         unknown = sorted(nodes - self.asked)
         if unknown:
             self._query(unknown)
         return {p for p, n in self.node_of.items() if n in nodes}
 
-    def _wait(self, enough: Callable[[set[int]], bool], problem: Callable[[set[int]], str]) -> set[int]:
+    def _wait(self, enough: Callable[[Set[int]], bool], problem: Callable[[Set[int]], str]) -> Set[int]:
         """Poll the online partitions until ``enough``; after ``wait_s`` raise with ``problem``."""
         deadline = time.monotonic() + self.wait_s
         while not enough(online := self._online()):
@@ -134,7 +140,7 @@ class PartitionGrid(Grid):
                 bool, lambda on: f"only {len(list(self._grid.get_node_ids()))} of {self.pool} nodes up"
             )
         elif not self.assign and not self.node_of:  # first call: every partition must be there once
-            every = set(range(self.num_partitions))
+            every = self._every
             self._wait(
                 lambda on: every <= on,
                 lambda on: f"only {len(on & every)} of {self.num_partitions} partitions connected",
@@ -143,10 +149,11 @@ class PartitionGrid(Grid):
             pids = sorted(
                 int(p) for p in self.rng.choice(self.num_partitions, self.sample_size, replace=False)
             )
+            drawn = set(pids)
             online = self._wait(
-                lambda on: len(on.intersection(pids)) >= self.min_clients,
+                lambda on: len(on & drawn) >= self.min_clients,
                 lambda on: (
-                    f"only {len(on.intersection(pids))} of the sampled clients {pids} are online "
+                    f"only {len(on & drawn)} of the sampled clients {pids} are online "
                     f"(min_fit_clients={self.min_clients})"
                 ),
             )

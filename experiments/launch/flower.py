@@ -360,18 +360,27 @@ def simulate_in_sweep(cfg: ExperimentConfig) -> None:
     out = Path(cfg.out_dir)
     (out / "resources.json").write_text(json.dumps({"ray": ray}, indent=1))
     env, link = sweep_superlink(cfg.ray_address)
-    run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
     with process_group() as procs:
         try:
-            code = submit(procs, env, "fedwsa-sim", run_config, out / "flower.log", out,
-                          federation_config=federation(cfg), verbose=cfg.verbose)  # fmt: skip
+            submit_simulation(cfg, procs, env, federation(cfg))
         finally:  # this run's simulation process, started under the SuperLink's SuperExec
             for child in psutil.Process(link.pid).children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     if "flwr-simulation" in " ".join(child.cmdline()):
                         for p in [*child.children(recursive=True), child]:
                             p.kill()
-    check_finished(out, out / "flower.log", code)
+
+
+def submit_simulation(cfg: ExperimentConfig, procs: list[subprocess.Popen[bytes]], env: dict[str, str],
+                      federation_config: str) -> None:  # fmt: skip
+    """Submit ``cfg`` to the simulation SuperLink of ``env`` (connection ``fedwsa-sim``),
+    show its progress, and raise :class:`LaunchError` unless it finished."""
+    out = Path(cfg.out_dir)
+    log = out / "flower.log"
+    run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
+    code = submit(procs, env, "fedwsa-sim", run_config, log, out, federation_config=federation_config,
+                  verbose=cfg.verbose)  # fmt: skip
+    check_finished(out, log, code)
 
 
 def federation(cfg: ExperimentConfig) -> str:
@@ -411,12 +420,7 @@ def simulate(cfg: ExperimentConfig) -> None:
             check_client_cpus(cfg, alloc)
             fed += f" init-args-num-cpus={alloc['cpus']} init-args-num-gpus={alloc['gpus']}"
             (out / "resources.json").write_text(json.dumps({"ray": alloc}, indent=1))
-        log = out / "flower.log"
-        run_config = write_run_config(cfg, out / "run_config.toml", "simulation")
-        code = submit(
-            procs, env, "fedwsa-sim", run_config, log, out, federation_config=fed, verbose=cfg.verbose
-        )
-        check_finished(out, log, code)
+        submit_simulation(cfg, procs, env, fed)
 
 
 def register_nodes(folder: Path, n: int, superlink: str, certs: Path | None) -> tuple[list[Path], list[int]]:
