@@ -310,22 +310,24 @@ def cell_results(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float
     """Per strategy: chosen value, per-seed final and best accuracy, mismatch; the decisions."""
     res: dict[str, Any] = {"cell": cell.key, "strategies": {}, "tuning": {}}
     for name, tjobs in tune_jobs(cfg, out, cell).items():
-        res["tuning"][name] = {
-            _fmt(v): {
-                "status": status(j),
-                "accuracy": float(rows(j)[-1]["test_accuracy"]) if rows(j) else None,
-                "diverged": status(j) == "failed" or (bool(rows(j)) and diverged(rows(j), num_classes(j))),
+        res["tuning"][name] = {}
+        for v, j in tjobs:
+            st, r = status(j), rows(j)
+            res["tuning"][name][_fmt(v)] = {
+                "status": st,
+                "accuracy": float(r[-1]["test_accuracy"]) if r else None,
+                "diverged": st == "failed" or (bool(r) and diverged(r, num_classes(j))),
             }
-            for v, j in tjobs
-        }
     for name, jobs in final_jobs(cfg, out, cell, choice).items():
-        done = [j for j in jobs if status(j) == "finished"]
+        states = [status(j) for j in jobs]
+        done = [j for j, st in zip(jobs, states, strict=True) if st == "finished"]
+        finals = [rows(j) for j in done]
         entry: dict[str, Any] = {
             "value": choice.get(name),
             "seeds": len(done),
-            "failed": sum(status(j) == "failed" for j in jobs),
-            "final": [float(rows(j)[-1]["test_accuracy"]) for j in done],
-            "best": [max(float(r["test_accuracy"]) for r in rows(j)) for j in done],
+            "failed": states.count("failed"),
+            "final": [float(r[-1]["test_accuracy"]) for r in finals],
+            "best": [max(float(row["test_accuracy"]) for row in r) for r in finals],
             "mismatch": [],
         }
         for j in done:
