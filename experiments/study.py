@@ -16,7 +16,9 @@ runs (``final``: rounds, seeds) and, for the decision rule, which strategies are
 Per cell, in order: every tuning run (the test split is never looked at when the tune
 overrides set ``validation``), the choice (``fedwsa.run.study.choose``: highest accuracy
 at the last tuning round, ties to the smaller value, diverged or failed runs last), the
-final runs with the chosen values, seeds as listed. Every run goes to its own folder under
+final runs with the chosen values, seeds as listed. Runs on Flower's Simulation Engine share
+one Ray and one SuperLink, as the jobs of a multirun do (``sweep_ray``; stopped when the
+study ends). Every run goes to its own folder under
 ``--out``; a finished run is skipped, an unfinished one resumes from its checkpoint, so an
 interrupted study continues where it stopped. A run that fails (diverged: every reply
 rejected for ``max_failed_rounds`` rounds) is recorded as failed and the study goes on.
@@ -187,7 +189,7 @@ def run_job(job: Job) -> str:
     run's own errors are printed by it and end in its status, not in this study."""
     if status(job) in ("finished", "failed"):
         return status(job)
-    from experiments.launch.flower import simulate
+    from experiments.launch.flower import simulate_in_sweep
     from experiments.launch.inprocess import run_inprocess
     from experiments.launch.preflight import execute
 
@@ -195,8 +197,10 @@ def run_job(job: Job) -> str:
     t0 = time.monotonic()
     try:
         cfg = compose_run(job)
-        engine = run_inprocess if cfg.engine == "inprocess" else simulate
-        execute(cfg, engine, "in this process (engine=inprocess)" if cfg.engine == "inprocess" else "Flower")
+        if cfg.engine == "inprocess":
+            execute(cfg, run_inprocess, "in this process (engine=inprocess)")
+        else:  # as a multirun's jobs: one Ray and one SuperLink for all (unless sweep_ray=false)
+            execute(cfg, simulate_in_sweep, "Flower Simulation Engine")
     except SystemExit as e:
         if e.code == 130:
             raise KeyboardInterrupt from None

@@ -6,9 +6,11 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from experiments.study import Job, run_job
 from experiments.study import main as study_main
 from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
 from tests.helpers import ROOT, metrics, placeless
@@ -155,6 +157,26 @@ def test_small_study_end_to_end(tmp_path, capsys):
     ran = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[study] run ")]
     assert ran == [f"[study] run {final}"]
     assert metrics(final)[0] == before
+
+
+def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_jobs(tmp_path, monkeypatch):
+    """Runs on Flower's engine go through the sweep's launcher (one Ray and one SuperLink for
+    the whole study, tests/test_batch_cluster.py); in-process runs do not."""
+    import experiments.launch.flower as flower
+
+    launched = []
+
+    def fake(cfg):
+        launched.append(cfg)
+        (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps({"status": "finished", "rounds": []}))
+
+    monkeypatch.setattr(flower, "simulate_in_sweep", fake)
+    monkeypatch.setattr(flower, "simulate", lambda cfg: pytest.fail("a study run bypassed the shared Ray"))
+    common = ["dataset=digits", "num_clients=3", "model=mlp", "num_rounds=1"]
+    assert run_job(Job(tmp_path / "sim", (*common, "seed=0"))) == "finished"
+    assert [c.engine for c in launched] == ["simulation"] and launched[0].sweep_ray
+    assert run_job(Job(tmp_path / "inproc", (*common, "engine=inprocess"))) == "finished"
+    assert len(launched) == 1
 
 
 def test_bad_presets_exit_2_with_one_line(tmp_path, capsys):
