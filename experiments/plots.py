@@ -162,9 +162,11 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
             ax.errorbar([100 * x[what] + shift for x in p], [100 * x["gain"] for x in p],
                         yerr=[100 * x.get("gain_se", 0.0) for x in p], fmt=markers.get(n, "o"), ms=4,
                         color=colors.get(n, "black"), capsize=2, lw=0.8, label=n)  # fmt: skip
-        for x in (x for x in points if x["challenger"] == names[0]):  # each cell by its number
+        labelled = sorted((x for x in points if x["challenger"] == names[0]), key=lambda x: x[what])
+        for k, x in enumerate(labelled):  # each cell by its number; neighbours above and below
             ax.annotate(str(number[cell_of(x)]), (100 * x[what], 100 * x["gain"]), fontsize=6.5,
-                        xytext=(4, 2), textcoords="offset points", color="dimgray")  # fmt: skip
+                        xytext=(4, 3 if k % 2 else -9), textcoords="offset points",
+                        color="dimgray")  # fmt: skip
         ax.axhline(0, color="gray", lw=0.8)
         ax.margins(x=0.25)
         ax.set_xlabel(xlabel)
