@@ -163,7 +163,7 @@ class PartitionGrid(Grid):
                 self.node_of = dict(zip(self.sampled, self.nodes, strict=False))
                 self.partition_of = {n: p for p, n in self.node_of.items()}
             if len(self.sampled) < len(pids):
-                print(f"[fedwsa] sampled clients {sorted(set(pids) - online)} are offline; "
+                print(f"[fedwsa] sampled clients {sorted(drawn - online)} are offline; "
                       f"training with {self.sampled}", flush=True)  # fmt: skip
             self._sample = [self.node_of[p] for p in self.sampled]
         return list(self._sample)
