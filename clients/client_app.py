@@ -1,7 +1,8 @@
 """One ClientApp for all algorithms: decode, call the core, encode.
 
-The experiment (data, model, seeds) comes from Flower's run config; the algorithm
-settings come with each train message. All algorithm settings at 0 is FedAvg.
+The experiment (data, model, seeds) comes from Flower's run config (in a sweep's Flower
+run, with each train message); the algorithm settings come with each train message. All
+algorithm settings at 0 is FedAvg.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import (
     ARRAYS,
     CONFIG,
+    EXPERIMENT,
     METRICS,
     PARTITION_ID,
     RAY_NODE,
@@ -52,7 +54,8 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global parameters in ``msg``."""
-    cfg = _config(str(context.run_config[RUN_CONFIG_KEY]))
+    experiment = msg.content[CONFIG].get(EXPERIMENT)  # type: ignore[union-attr]  # a sweep's Flower run
+    cfg = _config(str(experiment or context.run_config[RUN_CONFIG_KEY]))
     settings = decode_train(msg.content[CONFIG])
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)

@@ -17,11 +17,11 @@ Per cell, in order: every tuning run (the test split is never looked at when the
 overrides set ``validation``), the choice (``fedwsa.run.study.choose``: highest accuracy
 at the last tuning round, ties to the smaller value, diverged or failed runs last), the
 final runs with the chosen values, seeds as listed. Runs on Flower's Simulation Engine share
-one Ray and one SuperLink, as the jobs of a multirun do (``sweep_ray``; stopped when the
-study ends). Every run goes to its own folder under
-``--out``; a finished run is skipped, an unfinished one resumes from its checkpoint, so an
-interrupted study continues where it stopped. A run that fails (diverged: every reply
-rejected for ``max_failed_rounds`` rounds) is recorded as failed and the study goes on.
+one Ray, one SuperLink and one Flower run, as the jobs of a multirun do (``sweep_ray``;
+stopped when the study ends). Every run goes to its own folder under ``--out``; a finished
+run is skipped, an unfinished one resumes from its checkpoint, so an interrupted study
+continues where it stopped. A run that fails (diverged: every reply rejected for
+``max_failed_rounds`` rounds) is recorded as failed and the study goes on.
 The report (``<out>/report/``: study.md, study.json, mechanism.png) is written at the end,
 and by ``--report`` from whatever has finished.
 """
@@ -199,7 +199,7 @@ def run_job(job: Job) -> str:
         cfg = compose_run(job)
         if cfg.engine == "inprocess":
             execute(cfg, run_inprocess, "in this process (engine=inprocess)")
-        else:  # as a multirun's jobs: one Ray and one SuperLink for all (unless sweep_ray=false)
+        else:  # as a multirun's jobs: one Ray, SuperLink and Flower run (unless sweep_ray=false)
             execute(cfg, simulate_in_sweep, "Flower Simulation Engine")
     except SystemExit as e:
         if e.code == 130:

@@ -22,7 +22,7 @@ from fedwsa.run.client import device_data, new_model, partition_sizes, train_set
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunLog, scope_stats
 from fedwsa.run.tracking import Trackers
-from fedwsa.run.wire import FINISHED, PROGRESS, encode_train
+from fedwsa.run.wire import EXPERIMENT, FINISHED, PROGRESS, encode_train
 from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
 from strategies.build import build_strategy
@@ -41,8 +41,11 @@ def say(text: str) -> None:
 class Session:
     """One run: the model, the strategy, the results, and the loop over rounds."""
 
-    def __init__(self, grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
+    def __init__(
+        self, grid: Grid, cfg: ExperimentConfig, assign: bool = False, carry_experiment: bool = False
+    ) -> None:
         self.cfg = cfg
+        self.carry_experiment = carry_experiment
         self.grid = PartitionGrid(grid, cfg.num_clients, cfg.sample_size, cfg.seeds.sampling, cfg.node_wait_s,
                                   cfg.min_fit_clients, pool=cfg.node_pool if assign else 0)  # fmt: skip
         self.device = resolve_device(cfg.device)
@@ -71,6 +74,8 @@ class Session:
         if not resumed:
             self.record(0, None, [])
         train_config = ConfigRecord(encode_train(train_settings(cfg, 0)))
+        if self.carry_experiment:  # a sweep's Flower run: its run config names no experiment
+            train_config[EXPERIMENT] = cfg.to_json()
         for rnd in range(self.done + 1, cfg.num_rounds + 1):
             self.rnd = rnd
             messages = self.strategy.configure_train(rnd, self.arrays, train_config, self.grid)
@@ -183,13 +188,15 @@ class Session:
         self.trackers.fail(error)
 
 
-def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False) -> None:
+def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False, carry_experiment: bool = False) -> None:
     """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment).
 
     ``assign``: the nodes are virtual (Flower's simulation, ``engine=inprocess``): a pool of
     ``cfg.node_pool`` nodes, each round given the sampled partitions in their messages,
-    instead of one node per partition asked for its own (see ``strategies.grid``)."""
-    session = Session(grid, cfg, assign)
+    instead of one node per partition asked for its own (see ``strategies.grid``).
+    ``carry_experiment``: the train messages carry the experiment (a sweep's Flower run,
+    whose run config does not name one)."""
+    session = Session(grid, cfg, assign, carry_experiment)
     try:
         session.run()
     except OSError as e:

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from experiments.launch.flower import allocation
+from fedwsa.run.jobs import JOB_END
 from tests.helpers import ROOT, flower_pids, metrics, placeless, run_entry
 
 
@@ -50,21 +51,27 @@ def test_submitit_local_sweep_runs_each_job_as_its_own_simulation(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_starts_ray_once_and_stops_it_also_when_a_run_fails(tmp_path):
     """A multirun in one process (Hydra's basic launcher): its simulations share one Ray and
-    one SuperLink, started by the first run; the results equal separate runs; the second
-    job's bad ``client_cpus`` fails the sweep with one line, and the sweep's Ray and SuperLink
-    are stopped anyway."""
+    one SuperLink, started by the first run, and its jobs are posted to one Flower run (each
+    job's log ends with its number in that run) while their simulation settings stay the
+    same; a job with other client resources gets a Flower run of its own. Every job equals
+    a separate run; the last job's bad ``client_cpus`` fails the sweep with one line, and
+    the sweep's Ray, SuperLink and Flower run are stopped anyway."""
     before = flower_pids()
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "experiments.run", "-m", "num_clients=3", "num_rounds=2",
-           "strategy=fedavg", "client_cpus=1,999", f"hydra.sweep.dir={sweep}",
+           "client_cpus=1,2,999", "strategy=fedavg,fedwsa", f"hydra.sweep.dir={sweep}",
            "hydra.sweep.subdir=${hydra.job.num}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1
     assert proc.stdout.count("sweep: one Ray for all runs") == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: client_cpus=999 exceeds the")
     assert flower_pids() <= before  # the sweep's Ray too (raylet, gcs_server)
-    assert metrics(sweep / "0")[1] == "finished"
+    # jobs (client_cpus, strategy): 0 (1, fedavg), 1 (1, fedwsa), 2 (2, fedavg), 3 (2, fedwsa)
+    for job, number_in_its_flower_run in enumerate([0, 1, 0, 1]):
+        assert metrics(sweep / str(job))[1] == "finished"
+        assert f"{JOB_END}{number_in_its_flower_run}" in (sweep / str(job) / "flower.log").read_text()
     ray = json.loads((sweep / "0" / "resources.json").read_text())["ray"]
     assert ray["shared_by_the_sweep"] and ray["address"].startswith("127.0.0.1:")
-    alone, _ = run_entry(tmp_path, "alone", "strategy=fedavg", "engine=inprocess")
-    assert placeless(metrics(sweep / "0")[0]) == placeless(metrics(alone)[0])
+    for job, strategy in ((1, "fedwsa"), (2, "fedavg")):  # second in its Flower run; first in a new one
+        alone, _ = run_entry(tmp_path, f"alone{job}", f"strategy={strategy}", "engine=inprocess")
+        assert placeless(metrics(sweep / str(job))[0]) == placeless(metrics(alone)[0])

@@ -20,8 +20,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import tomli  # Flower's own dependency; tomllib needs Python 3.11
 
@@ -40,8 +41,9 @@ from experiments.launch.processes import (
     wait_http,
 )
 from fedwsa.device import resolve_device
+from fedwsa.run import jobs
 from fedwsa.run.config import ExperimentConfig
-from fedwsa.run.wire import ENGINE_KEY, FINISHED, RUN_CONFIG_KEY
+from fedwsa.run.wire import ENGINE_KEY, FINISHED, RUN_CONFIG_KEY, SWEEP_KEY
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 _SHOW = re.compile(r"\[fedwsa\]|ERROR|Error|Exception|Traceback")
@@ -138,10 +140,15 @@ def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path |
     (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
 
 
-def write_run_config(cfg: ExperimentConfig, path: Path, engine: str = "deployment") -> Path:
+def write_run_config(
+    cfg: ExperimentConfig, path: Path, engine: str = "deployment", sweep: Path | None = None
+) -> Path:
     """The TOML file for ``flwr run --run-config``: the experiment JSON as one string, and
-    which engine runs it (the simulation assigns partitions to its virtual nodes)."""
-    path.write_text(f"{RUN_CONFIG_KEY} = {json.dumps(cfg.to_json())}\n{ENGINE_KEY} = {json.dumps(engine)}\n")
+    which engine runs it (the simulation assigns partitions to its virtual nodes); for a
+    sweep's Flower run, its job folder instead of one experiment (``fedwsa.run.jobs``)."""
+    text = cfg.to_json() if sweep is None else ""
+    path.write_text(f"{RUN_CONFIG_KEY} = {json.dumps(text)}\n{ENGINE_KEY} = {json.dumps(engine)}\n"
+                    f"{SWEEP_KEY} = {json.dumps(str(sweep or ''))}\n")  # fmt: skip
     return path
 
 
@@ -202,6 +209,24 @@ def submit(
     ``procs`` are killed at once instead of waiting for Flower's own teardown of Ray, the
     log stream and the SuperLink (~5 s, docs/PERFORMANCE.md).
     """
+    proc = start_flwr_run(procs, env, connection, run_config, federation_config)
+    assert proc.stdout is not None
+    finished = lambda line: FINISHED in line and read_status(out_dir)[1] == "finished"  # noqa: E731
+    if follow(proc.stdout, log, verbose, finished):
+        for p in reversed(procs):
+            stop_tree(p, force=True)
+        return 0
+    return proc.wait()
+
+
+def start_flwr_run(
+    procs: list[subprocess.Popen[bytes]],
+    env: dict[str, str],
+    connection: str,
+    run_config: Path,
+    federation_config: str,
+) -> subprocess.Popen[bytes]:
+    """``flwr run --stream`` of the staged app, its output (stdout and stderr) on a pipe."""
     app = stage_app(Path(env["FLWR_HOME"]) / "fab-src")
     cmd = ["flwr", "run", str(app), connection, "--run-config", str(run_config), "--stream"]
     if federation_config:
@@ -210,11 +235,16 @@ def submit(
         cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
     )
     procs.append(proc)
-    assert proc.stdout is not None
+    return proc
+
+
+def follow(stream: IO[bytes], log: Path, verbose: bool, last: Callable[[str], bool]) -> bool:
+    """Copy the lines of ``stream`` to ``log`` and show the progress lines (all with
+    ``verbose``) until ``last(line)`` is true (then True) or the stream ends (False)."""
     view = ProgressView()
     with log.open("a", encoding="utf-8") as f:
         logging = True
-        for raw in proc.stdout:
+        for raw in stream:
             check_interrupted()
             line = strip_ansi(raw.decode(errors="replace")).rstrip()
             if logging:
@@ -226,11 +256,9 @@ def submit(
                     print(f"[fedwsa] cannot write {log} ({e.strerror}); no longer logging", flush=True)
             if verbose or _SHOW.search(line):
                 view.show(line)
-            if FINISHED in line and read_status(out_dir)[1] == "finished":
-                for p in reversed(procs):
-                    stop_tree(p, force=True)
-                return 0
-    return proc.wait()
+            if last(line):
+                return True
+    return False
 
 
 def check_finished(out_dir: Path, log: Path, code: int) -> None:
@@ -337,6 +365,7 @@ def sweep_superlink(ray_address: str) -> tuple[dict[str, str], subprocess.Popen[
 
 
 def stop_sweep_superlink() -> None:
+    stop_sweep_run()
     for proc in _SWEEP_LINK.get("procs", []):
         stop_tree(proc, force=True)
     if "home" in _SWEEP_LINK:
@@ -344,12 +373,50 @@ def stop_sweep_superlink() -> None:
     _SWEEP_LINK.clear()
 
 
-def simulate_in_sweep(cfg: ExperimentConfig) -> None:
-    """:func:`simulate` for a job of a Hydra multirun in this process: on the sweep's Ray
-    and SuperLink (``sweep_ray``), unless the run names its own cluster or ``sweep_ray=false``.
-    When the run ends, the simulation process the SuperLink started for it is stopped."""
+_SWEEP_RUN: dict[str, Any] = {}  # the sweep's Flower run: flwr run, its job folder, settings, next job
+
+
+def sweep_run(cfg: ExperimentConfig, env: dict[str, str], fed: str) -> dict[str, Any]:
+    """The Flower run that the sweep's jobs are posted to (``fedwsa.run.jobs``): started by
+    the first job, and again when a job needs other simulation settings (``fed``: virtual
+    nodes, client resources) than the run has, or the run has ended."""
+    s = _SWEEP_RUN
+    if s and s["fed"] == fed and s["proc"].poll() is None:
+        return s
+    stop_sweep_run()
+    folder = Path(tempfile.mkdtemp(prefix="jobs-", dir=env["FLWR_HOME"]))
+    run_config = write_run_config(cfg, folder / "run_config.toml", "simulation", sweep=folder)
+    procs: list[subprocess.Popen[bytes]] = []
+    proc = start_flwr_run(procs, env, "fedwsa-sim", run_config, fed)
+    s.update(proc=proc, fed=fed, folder=folder, next=0)
+    return s
+
+
+def stop_sweep_run() -> None:
+    """End the sweep's Flower run: ``stop`` for its ServerApp, then its processes (``flwr
+    run`` and the simulation process the SuperLink started for it) are stopped, by PID."""
     import psutil
 
+    if not _SWEEP_RUN:
+        return
+    jobs.stop(_SWEEP_RUN["folder"])
+    stop_tree(_SWEEP_RUN["proc"], force=True)
+    link = _SWEEP_LINK.get("proc")
+    if link is not None:
+        for child in psutil.Process(link.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "flwr-simulation" in " ".join(child.cmdline()):
+                    for p in [*child.children(recursive=True), child]:
+                        p.kill()
+    _SWEEP_RUN.clear()
+
+
+def simulate_in_sweep(cfg: ExperimentConfig) -> None:
+    """:func:`simulate` for a job of a Hydra multirun in this process: posted to the sweep's
+    Flower run, on the sweep's SuperLink and Ray (``sweep_ray``), unless the run names its
+    own cluster or ``sweep_ray=false``. The sweep's Flower run keeps its simulation process,
+    virtual nodes and Ray actors from job to job; a job interrupted or ending without its
+    last line ends it (the next job starts another)."""
     if not cfg.sweep_ray or cfg.ray_address:
         simulate(cfg)
         return
@@ -359,16 +426,20 @@ def simulate_in_sweep(cfg: ExperimentConfig) -> None:
     ray = {**alloc, "address": cfg.ray_address, "shared_by_the_sweep": True}
     out = Path(cfg.out_dir)
     (out / "resources.json").write_text(json.dumps({"ray": ray}, indent=1))
-    env, link = sweep_superlink(cfg.ray_address)
-    with process_group() as procs:
-        try:
-            submit_simulation(cfg, procs, env, federation(cfg))
-        finally:  # this run's simulation process, started under the SuperLink's SuperExec
-            for child in psutil.Process(link.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if "flwr-simulation" in " ".join(child.cmdline()):
-                        for p in [*child.children(recursive=True), child]:
-                            p.kill()
+    env, _ = sweep_superlink(cfg.ray_address)
+    run = sweep_run(cfg, env, federation(cfg))
+    n = run["next"]
+    run["next"] += 1
+    jobs.post(run["folder"], n, cfg.to_json())
+    log = out / "flower.log"
+    ended = False
+    try:
+        ended = follow(run["proc"].stdout, log, cfg.verbose, lambda ln: ln.startswith(f"{jobs.JOB_END}{n}"))
+    finally:
+        if not ended:  # interrupted, or the Flower run died: nothing of it may go on
+            code = run["proc"].poll()
+            stop_sweep_run()
+    check_finished(out, log, 0 if ended else (code if code is not None else 1))
 
 
 def submit_simulation(cfg: ExperimentConfig, procs: list[subprocess.Popen[bytes]], env: dict[str, str],

@@ -174,7 +174,7 @@ class ExperimentConfig:
     engine: str = "simulation"  # experiments.run: simulation (Flower + Ray) | inprocess (one process)
     ray_address: str = ""  # simulation: "" starts Ray here; auto or host:port joins a Ray cluster
     sim_nodes: int = 0  # simulation: virtual SuperNodes; 0: as many as clients sampled per round
-    sweep_ray: bool = True  # a Hydra multirun's simulations share one Ray and SuperLink, started once
+    sweep_ray: bool = True  # a multirun's simulations share one Ray, SuperLink and Flower run
     out_dir: str = ""
 
     @property

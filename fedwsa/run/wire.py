@@ -15,12 +15,14 @@ import numpy as np
 
 RUN_CONFIG_KEY = "fedwsa-config"  # Flower run config: the experiment as JSON
 ENGINE_KEY = "fedwsa-engine"  # Flower run config: "simulation" or "deployment"
+SWEEP_KEY = "fedwsa-sweep"  # Flower run config: a sweep's job folder (fedwsa.run.jobs), or ""
 FINISHED = "[fedwsa] finished: "  # the ServerApp's last line, printed after its last write
 PROGRESS = "progress "  # after "[fedwsa] ": a line while a round runs (clients done so far)
 ARRAYS = "arrays"  # RecordDict key of the model parameters (Flower's default)
 CONFIG = "config"  # RecordDict key of the train settings (Flower's default)
 METRICS = "metrics"  # RecordDict key of the reply metrics
 SCAFFOLD_CORRECTION = "scaffold-correction"  # train message: SCAFFOLD's c - c_i (an ArrayRecord)
+EXPERIMENT = "experiment"  # train settings, in a sweep's Flower run: the experiment as JSON
 
 # train settings (server -> client); "server-round" and "proximal-mu" are Flower's names
 ROUND = "server-round"
