@@ -5,6 +5,9 @@
     python -m experiments.study wsa_where --report           # report what has finished
     python -m experiments.study wsa_where --dry-run          # list the runs, run nothing
     python -m experiments.study my_study.yaml tune.rounds=3  # a preset file, and overrides
+    python -m experiments.study wsa_where --export DIR       # ended runs' results, to keep in git
+    python -m experiments.study wsa_where --restore DIR      # continue from them on a new machine
+    python -m experiments.study wsa_where --report --merge OLD/study.json   # with an earlier report's cells
 
 A preset (``experiments/conf/study/<name>.yaml``) names the settings every run shares
 (``common``), the cells (the product of ``axes``; each value a list of overrides), the
@@ -32,6 +35,7 @@ import argparse
 import itertools
 import json
 import math
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -302,6 +306,64 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
         print("[study] dry run: the tuned strategies' final runs follow from the tuning runs", flush=True)
 
 
+# --- keeping results -------------------------------------------------------------------
+KEPT = ("metrics.json", "scopes.json", "config.json", "metrics.csv")  # not model.pt, not checkpoints
+
+
+def export(out: Path, dest: Path) -> int:
+    """Copy the results of every run in ``out`` that has ended (finished or failed), without
+    its model and checkpoints (small enough to commit), and the choices, to ``dest`` (same
+    layout; merged with what is there). Returns the number of runs copied."""
+    n = 0
+    for metrics in sorted(out.rglob("metrics.json")):
+        run = metrics.parent
+        if run.is_relative_to(dest) or status(Job(run, ())) not in ("finished", "failed"):
+            continue
+        target = dest / run.relative_to(out)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in KEPT:
+            if (run / name).exists():
+                shutil.copy2(run / name, target / name)
+        n += 1
+    if (out / "choice.json").exists():
+        kept = json.loads((dest / "choice.json").read_text()) if (dest / "choice.json").exists() else {}
+        atomic_write(
+            dest / "choice.json",
+            json.dumps({**kept, **json.loads((out / "choice.json").read_text())}, indent=1),
+        )
+    return n
+
+
+def restore(kept: Path, out: Path) -> int:
+    """The reverse of :func:`export`: every ended run of ``kept`` that ``out`` has not (ended)
+    is copied there, so the study skips it; the choices are merged. Returns the runs copied."""
+    if not kept.is_dir():
+        raise StudyError(f"--restore {kept}: no such folder")
+    n = 0
+    for metrics in sorted(kept.rglob("metrics.json")):
+        run = metrics.parent
+        target = out / run.relative_to(kept)
+        if status(Job(run, ())) not in ("finished", "failed") or status(Job(target, ())) in (
+            "finished",
+            "failed",
+        ):
+            continue
+        shutil.rmtree(target, ignore_errors=True)  # an unfinished run of its own: the kept one has ended
+        target.mkdir(parents=True)
+        for name in KEPT:
+            if (run / name).exists():
+                shutil.copy2(run / name, target / name)
+        n += 1
+    if (kept / "choice.json").exists():
+        out.mkdir(parents=True, exist_ok=True)
+        mine = json.loads((out / "choice.json").read_text()) if (out / "choice.json").exists() else {}
+        atomic_write(
+            out / "choice.json",
+            json.dumps({**json.loads((kept / "choice.json").read_text()), **mine}, indent=1),
+        )
+    return n
+
+
 # --- the report --------------------------------------------------------------------------
 def _pm(values: list[float]) -> str:
     if not values:
@@ -367,13 +429,29 @@ def decisions(cfg: DictConfig, st: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def report(cfg: DictConfig, out: Path, allcells: list[Cell]) -> Path:
+def report(cfg: DictConfig, out: Path, allcells: list[Cell], merge: Path | None = None) -> Path:
+    """The report of every cell with its choices; ``merge``: an earlier report's study.json,
+    whose cells this study's folder does not hold are reported as they were there."""
     choices = json.loads((out / "choice.json").read_text()) if (out / "choice.json").exists() else {}
-    results = [cell_results(cfg, out, c, choices[c.name]) for c in allcells if c.name in choices]
+    earlier = {}
+    if merge is not None:
+        try:
+            earlier = {Cell(r["cell"], ()).name: r for r in json.loads(merge.read_text())}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StudyError(f"--merge {merge}: not a study.json of this tool ({e})") from None
+    results = [
+        cell_results(cfg, out, c, choices[c.name]) if c.name in choices else earlier[c.name]
+        for c in allcells
+        if c.name in choices or c.name in earlier
+    ]
+    merged = [r for r in results if Cell(r["cell"], ()).name not in choices]
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.json").write_text(json.dumps(results, indent=1))
     lines = write_markdown(cfg, results, allcells)
+    if merged:
+        lines[4:4] = [f"{len(merged)} of these cells are taken as they were from {merge} (their runs are not "
+                      f"in {out}): {'; '.join(Cell(r['cell'], ()).name for r in merged)}.", ""]  # fmt: skip
     (folder / "study.md").write_text("\n".join(lines) + "\n")
     points = mechanism_points(cfg, results)
     if points:
@@ -530,15 +608,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--report", action="store_true", help="only write the report from what has finished")
     p.add_argument("--dry-run", action="store_true", help="list the tuning runs and their state; run nothing")
+    p.add_argument(
+        "--export",
+        type=Path,
+        metavar="DIR",
+        help="only copy the ended runs' results (no models, no checkpoints) and the choices to DIR",
+    )
+    p.add_argument(
+        "--restore",
+        type=Path,
+        metavar="DIR",
+        help="first copy the ended runs of an --export folder into the study's folder (they are skipped)",
+    )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        metavar="STUDY_JSON",
+        help="report also the cells of an earlier report's study.json that the study's folder lacks",
+    )
     a = p.parse_args(argv)
     try:
         cfg = load_preset(a.preset, a.overrides)
         out = (a.out or Path(cfg.get("out", f"multirun/study/{Path(a.preset).stem}"))).resolve()
         todo = cells(cfg, a.only)
+        if a.export:
+            print(f"[study] exported {export(out, a.export.resolve())} ended runs to {a.export}", flush=True)
+            return 0
+        if a.restore:
+            print(
+                f"[study] restored {restore(a.restore.resolve(), out)} ended runs from {a.restore}",
+                flush=True,
+            )
         if not a.report:
             run_study(cfg, out, todo, a.dry_run)
         if not a.dry_run:
-            report(cfg, out, cells(cfg, []))
+            report(cfg, out, cells(cfg, []), a.merge)
     except StudyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -157,6 +157,25 @@ def test_small_study_end_to_end(tmp_path, capsys):
     ran = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[study] run ")]
     assert ran == [f"[study] run {final}"]
     assert metrics(final)[0] == before
+    # export the ended runs (no models, no checkpoints), restore them elsewhere: nothing runs again
+    kept = tmp_path / "kept"
+    assert study_main([str(preset), "--out", str(out), "--export", str(kept)]) == 0
+    assert not list(kept.rglob("*.pt")) and not list(kept.rglob("checkpoints"))
+    assert json.loads((kept / "choice.json").read_text()) == {"alpha=0.5": {"fedwsa": lam}}
+    elsewhere = tmp_path / "elsewhere"
+    assert study_main([str(preset), "--out", str(elsewhere), "--restore", str(kept)]) == 0
+    assert "[study] run " not in capsys.readouterr().out
+    assert json.loads((elsewhere / "report" / "study.json").read_text()) == study
+    # an earlier report's cells join the report where this folder lacks them
+    other = {**study[0], "cell": {"alpha": "0.1"}}
+    (tmp_path / "old.json").write_text(json.dumps([other]))
+    two = tmp_path / "two.yaml"
+    axis = 'alpha: {"0.5": [partition.alpha=0.5]}'
+    two.write_text(TINY.replace(axis, axis[:-1] + ', "0.1": [partition.alpha=0.1]}'))
+    assert study_main([str(two), "--out", str(out), "--report", "--merge", str(tmp_path / "old.json")]) == 0
+    merged = json.loads((out / "report" / "study.json").read_text())
+    assert merged == [*study, other]
+    assert "1 of these cells are taken as they were from" in (out / "report" / "study.md").read_text()
 
 
 def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_jobs(tmp_path, monkeypatch):
