@@ -434,7 +434,7 @@ def simulate_in_sweep(cfg: ExperimentConfig) -> None:
     log = out / "flower.log"
     ended = False
     try:
-        ended = follow(run["proc"].stdout, log, cfg.verbose, lambda ln: ln.startswith(f"{jobs.JOB_END}{n}"))
+        ended = follow(run["proc"].stdout, log, cfg.verbose, lambda ln: ln.strip() == f"{jobs.JOB_END}{n}")
     finally:
         if not ended:  # interrupted, or the Flower run died: nothing of it may go on
             code = run["proc"].poll()
