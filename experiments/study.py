@@ -310,58 +310,47 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
 KEPT = ("metrics.json", "scopes.json", "config.json", "metrics.csv")  # not model.pt, not checkpoints
 
 
-def export(out: Path, dest: Path) -> int:
-    """Copy the results of every run in ``out`` that has ended (finished or failed), without
-    its model and checkpoints (small enough to commit), and the choices, to ``dest`` (same
-    layout; merged with what is there). Returns the number of runs copied."""
-    n = 0
-    for metrics in sorted(out.rglob("metrics.json")):
-        run = metrics.parent
-        if run.is_relative_to(dest) or status(Job(run, ())) not in ("finished", "failed"):
-            continue
-        target = dest / run.relative_to(out)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in KEPT:
-            if (run / name).exists():
-                shutil.copy2(run / name, target / name)
-        n += 1
-    if (out / "choice.json").exists():
-        kept = json.loads((dest / "choice.json").read_text()) if (dest / "choice.json").exists() else {}
-        atomic_write(
-            dest / "choice.json",
-            json.dumps({**kept, **json.loads((out / "choice.json").read_text())}, indent=1),
-        )
-    return n
+ENDED = ("finished", "failed")
 
 
-def restore(kept: Path, out: Path) -> int:
-    """The reverse of :func:`export`: every ended run of ``kept`` that ``out`` has not (ended)
-    is copied there, so the study skips it; the choices are merged. Returns the runs copied."""
-    if not kept.is_dir():
-        raise StudyError(f"--restore {kept}: no such folder")
+def _copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
+    """Copy the results (:data:`KEPT`) of every ended run under ``src`` to the same place
+    under ``dest``, unless the run there has ended too (or lies under ``skip``); an unfinished
+    run there is replaced. Then the choices: ``dest``'s own win over ``src``'s."""
     n = 0
-    for metrics in sorted(kept.rglob("metrics.json")):
-        run = metrics.parent
-        target = out / run.relative_to(kept)
-        if status(Job(run, ())) not in ("finished", "failed") or status(Job(target, ())) in (
-            "finished",
-            "failed",
-        ):
+    for metrics in sorted(src.rglob("metrics.json")):
+        run, target = metrics.parent, dest / metrics.parent.relative_to(src)
+        if (skip and run.is_relative_to(skip)) or status(Job(run, ())) not in ENDED:
             continue
-        shutil.rmtree(target, ignore_errors=True)  # an unfinished run of its own: the kept one has ended
+        if status(Job(target, ())) in ENDED:
+            continue
+        shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         for name in KEPT:
             if (run / name).exists():
                 shutil.copy2(run / name, target / name)
         n += 1
-    if (kept / "choice.json").exists():
-        out.mkdir(parents=True, exist_ok=True)
-        mine = json.loads((out / "choice.json").read_text()) if (out / "choice.json").exists() else {}
-        atomic_write(
-            out / "choice.json",
-            json.dumps({**json.loads((kept / "choice.json").read_text()), **mine}, indent=1),
-        )
+    if (src / "choice.json").exists():
+        dest.mkdir(parents=True, exist_ok=True)
+        mine = json.loads((dest / "choice.json").read_text()) if (dest / "choice.json").exists() else {}
+        merged = {**json.loads((src / "choice.json").read_text()), **mine}
+        atomic_write(dest / "choice.json", json.dumps(merged, indent=1))
     return n
+
+
+def export(out: Path, dest: Path) -> int:
+    """Copy the results of every run in ``out`` that has ended (finished or failed), without
+    its model and checkpoints (small enough to commit), and the choices, to ``dest`` (same
+    layout; added to what is there). Returns the number of runs copied."""
+    return _copy_ended(out, dest, skip=dest)
+
+
+def restore(kept: Path, out: Path) -> int:
+    """The reverse of :func:`export`: every ended run of ``kept`` that has not ended in ``out``
+    is copied there, so the study skips it; the choices are added. Returns the runs copied."""
+    if not kept.is_dir():
+        raise StudyError(f"--restore {kept}: no such folder")
+    return _copy_ended(kept, out)
 
 
 # --- the report --------------------------------------------------------------------------
