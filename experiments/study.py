@@ -621,13 +621,12 @@ def main(argv: list[str] | None = None) -> int:
         out = (a.out or Path(cfg.get("out", f"multirun/study/{Path(a.preset).stem}"))).resolve()
         todo = cells(cfg, a.only)
         if a.export:
-            print(f"[study] exported {export(out, a.export.resolve())} ended runs to {a.export}", flush=True)
+            n = export(out, a.export.resolve())
+            print(f"[study] {n} ended runs newly copied to {a.export}", flush=True)
             return 0
         if a.restore:
-            print(
-                f"[study] restored {restore(a.restore.resolve(), out)} ended runs from {a.restore}",
-                flush=True,
-            )
+            n = restore(a.restore.resolve(), out)
+            print(f"[study] {n} ended runs restored from {a.restore}", flush=True)
         if not a.report:
             run_study(cfg, out, todo, a.dry_run)
         if not a.dry_run:
