@@ -54,8 +54,11 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One round of local training from the global parameters in ``msg``."""
-    experiment = msg.content[CONFIG].get(EXPERIMENT)  # type: ignore[union-attr]  # a sweep's Flower run
-    cfg = _config(str(experiment or context.run_config[RUN_CONFIG_KEY]))
+    # the run's experiment; only a run that names none (a sweep's Flower run) takes the message's
+    text = context.run_config.get(RUN_CONFIG_KEY) or msg.content[CONFIG].get(EXPERIMENT)  # type: ignore[union-attr]
+    if not text:
+        raise ValueError(f"neither the run config nor the message holds the experiment ({RUN_CONFIG_KEY})")
+    cfg = _config(str(text))
     settings = decode_train(msg.content[CONFIG])
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)

@@ -113,3 +113,23 @@ def test_the_validation_hold_out_never_reaches_client_data(monkeypatch):
         release_data()
     assert len(held_out) == 80 and not held_out & trained
     assert held_out | trained == set(range(n))  # the rest is all used
+
+
+def test_the_run_config_s_experiment_wins_over_one_in_the_message():
+    """A message's experiment is taken only by a run whose config names none (a sweep's
+    Flower run); elsewhere (a deployment) the run's own experiment is trained, whatever the
+    message says."""
+    model = new_model(CFG)
+    other = dataclasses.replace(CFG, num_clients=4)  # another split: partition 1 holds other data
+    config = {**encode_train(_settings(model)), "experiment": other.to_json()}
+    content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(config)})
+    msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
+    train_config = ConfigRecord(encode_train(_settings(model)))
+    plain = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": train_config})
+    ours = train(msg, _context(1)).content["arrays"].to_torch_state_dict()
+    expected = train(Message(plain, dst_node_id=5, message_type=MessageType.TRAIN), _context(1))
+    assert all(torch.equal(ours[k], v) for k, v in expected.content["arrays"].to_torch_state_dict().items())
+    empty = Context(run_id=1, node_id=5, node_config={"partition-id": 1, "num-partitions": 3},
+                    state=RecordDict(), run_config={})  # fmt: skip
+    theirs = train(msg, empty).content["arrays"].to_torch_state_dict()
+    assert not all(torch.equal(theirs[k], v) for k, v in ours.items())  # the message's split trained
