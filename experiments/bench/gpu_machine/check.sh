@@ -7,8 +7,9 @@
 #   2. python -m experiments.bench gpu --repeat 3 (fedwsa in process vs a plain PyTorch
 #      loop, ResNet-18, fp32 and bf16; docs/PERFORMANCE.md 5),
 #   3. the README's GPU command, in process: experiments.run dataset=fmnist model=resnet18.
-# Writes three files to $OUT (default /tmp/gpu-out): log.txt (all of it), gpu.json (the
-# benchmark's numbers), run_metrics.json. Prepare the carried folder here first
+#   4. the same run with deterministic=true, to see what it costs.
+# Writes four files to $OUT (default /tmp/gpu-out): log.txt (all of it), gpu.json (the
+# benchmark's numbers), run_metrics.json and deterministic_metrics.json. Prepare the carried folder here first
 # (bash experiments/bench/gpu_machine/prepare.sh), then through the device tool:
 #   run(command="bash experiments/bench/gpu_machine/check.sh", carry=["gpu-carry"], timeout_s=540)
 # Dry run on a CPU: PY=/path/to/python3.12 bash experiments/bench/gpu_machine/check.sh
@@ -37,4 +38,16 @@ run=$(mktemp -d)
 timeout 120 "$PY" -m experiments.run dataset=fmnist model=resnet18 engine=inprocess num_rounds=2 \
     "hydra.run.dir=$run" 2>&1 | tail -5 | tee -a "$LOG"
 cp "$run/metrics.json" "$OUT/run_metrics.json" 2>/dev/null
+step "what deterministic=true costs (the same run again, deterministic; README: GPUs)"
+det=$(mktemp -d)
+timeout 120 "$PY" -m experiments.run dataset=fmnist model=resnet18 engine=inprocess num_rounds=2 \
+    deterministic=true "hydra.run.dir=$det" 2>&1 | tail -2 | tee -a "$LOG"
+cp "$det/metrics.json" "$OUT/deterministic_metrics.json" 2>/dev/null
+"$PY" - "$run/metrics.json" "$det/metrics.json" <<'PY' 2>&1 | tee -a "$LOG"
+import json, sys
+for name, path in zip(("default", "deterministic"), sys.argv[1:]):
+    rows = json.load(open(path))["rounds"][1:]
+    print(name, "round_time_s", [round(r["round_time_s"], 2) for r in rows],
+          "accuracy", [r["test_accuracy"] for r in rows])
+PY
 step done
