@@ -9,6 +9,7 @@ import time
 
 import psutil
 import pytest
+import torch
 
 from tests.faults import DELAY_ENV, FAULTS_ENV
 from tests.helpers import FAULTY, ROOT, SMALL, flower_pids, metrics, placeless, run_entry, same_metrics
@@ -29,7 +30,11 @@ def _check_outputs(out, stdout, strategy, sampled, failed=()):
     scopes = json.loads((out / "scopes.json").read_text())
     assert len(scopes["rounds"]) == 3 and len(scopes["rounds"][1]["global"]) == len(scopes["layers"])
     assert (scopes["rounds"][1]["target"] is not None) == (strategy == "fedwsa")
-    assert json.loads((out / "config.json").read_text())["config"]["strategy"]["name"] == strategy
+    record = json.loads((out / "config.json").read_text())
+    assert record["config"]["strategy"]["name"] == strategy
+    here = record["machine"]  # the launcher ran here (results may differ on another CPU)
+    assert here["cores"] == os.cpu_count() and here["cpu"] and isinstance(here["gpus"], list)
+    assert here["torch_cpu_kernels"] == torch.backends.cpu.get_cpu_capability()  # e.g. AVX2, AVX512
 
 
 @pytest.mark.parametrize(("strategy", "fault"), [("scaffold", "raise"), ("fedprox", "nan_params")])

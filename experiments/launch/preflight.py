@@ -132,6 +132,33 @@ def code_version() -> str:
         return "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """Where the launcher ran. Results are bit-identical for a seed on one machine; another
+    CPU may pick other float kernels and differ in the last digits (docs/RESULTS.md), so
+    the record says which CPU, which of torch's CPU kernel levels, and which GPUs."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("model name")]
+        cpu = names[0].split(":", 1)[1].strip() if names else cpu
+    except OSError:
+        pass
+    gpus = (
+        [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        if torch.cuda.is_available()
+        else []
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "gpus": gpus,
+    }
+
+
 def already_finished(exp: ExperimentConfig) -> bool:
     """True when ``out_dir`` holds a finished run of exactly this config (sweeps skip it)."""
     out = Path(exp.out_dir)
@@ -262,6 +289,7 @@ def prepare(exp: ExperimentConfig) -> None:
         "data_source": ds.source,
         "evaluated_on": "validation" if exp.validation > 0 else "test",
         "versions": {p: version(p) for p in ("flwr", "torch", "numpy", "hydra-core")},
+        "machine": machine(),
         "command": sys.argv,
         **split,
     }
