@@ -162,7 +162,10 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
             ax.errorbar([100 * x[what] + shift for x in p], [100 * x["gain"] for x in p],
                         yerr=[100 * x.get("gain_se", 0.0) for x in p], fmt=markers.get(n, "o"), ms=4,
                         color=colors.get(n, "black"), capsize=2, lw=0.8, label=n)  # fmt: skip
-        labelled = sorted((x for x in points if x["challenger"] == names[0]), key=lambda x: x[what])
+        first: dict[Any, dict[str, Any]] = {}  # each cell labelled once, also where one challenger is missing
+        for x in sorted(points, key=lambda x: names.index(x["challenger"])):
+            first.setdefault(cell_of(x), x)
+        labelled = sorted(first.values(), key=lambda x: x[what])
         for k, x in enumerate(labelled):  # each cell by its number; neighbours above and below
             ax.annotate(str(number[cell_of(x)]), (100 * x[what], 100 * x["gain"]), fontsize=6.5,
                         xytext=(4, 3 if k % 2 else -9), textcoords="offset points",
