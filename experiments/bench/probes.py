@@ -20,12 +20,14 @@ import psutil
 import torch
 
 from experiments.launch.flower import PROJECT_DIR
+from experiments.launch.preflight import machine as launcher_machine
 
 
 def machine() -> dict[str, Any]:
+    """The launcher's record of the machine (CPU model, torch's kernel level, GPUs), and what
+    a benchmark also needs to be read: memory, versions, the load it started under."""
     return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": psutil.cpu_count(logical=True),
+        **launcher_machine(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
