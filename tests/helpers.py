@@ -29,6 +29,12 @@ SMALL = ("num_clients=3", "num_rounds=2")
 FAULTY = {"FEDWSA_CLIENTAPP": "tests.faulty_client_app:app"}  # tests/faulty_client_app.py
 
 
+def round_ended(line, rnd):
+    """Whether a run's output ``line`` is the one that ends round ``rnd`` (its accuracy line),
+    not a progress line within it (``[fedwsa] progress round   1/2: 1/2 clients``)."""
+    return f"[fedwsa] round {rnd:>3}/" in line
+
+
 def run_entry(tmp_path, name, *overrides, timeout=300, entry="experiments.run", env=None):
     """Run an entry point; ``env``: extra environment (e.g. ``FAULTY`` and its settings)."""
     out = tmp_path / name

@@ -13,7 +13,7 @@ from experiments.launch.flower import flower_env
 from experiments.launch.processes import free_port
 from experiments.nodekey import make_key
 from tests.faults import DELAY_ENV, DELAY_ROUNDS_ENV
-from tests.helpers import FAULTY, ROOT, flower_pids, metrics, placeless, run_entry
+from tests.helpers import FAULTY, ROOT, flower_pids, metrics, placeless, round_ended, run_entry
 
 
 def _nodekey(*args):
@@ -70,12 +70,12 @@ def test_uninvited_nodes_are_kept_out_and_a_removed_key_is_a_dead_node(tmp_path)
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "round   0/" in line:
+            if round_ended(line, 0):
                 fed = json.loads((out / "federation.json").read_text())
                 ca, key = out / "certs" / "ca.crt", make_key(tmp_path / "intruder", "x").with_suffix("")
                 intruders = [_intruder(fed["superlink"], ca, 0, tmp_path / "unregistered.log", key),
                              _intruder(fed["superlink"], ca, 1, tmp_path / "keyless.log")]  # fmt: skip
-            if "round   1/" in line and removed is None:  # round 2's clients now sleep 6 s
+            if round_ended(line, 1) and removed is None:  # round 2's clients now sleep 6 s
                 removed = _nodekey("remove", str(fed["node_ids"][1]), "--superlink", fed["superlink"],
                                    "--certs", str(out / "certs"))  # fmt: skip
         assert proc.wait(timeout=120) == 0, "".join(lines[-30:])

@@ -12,7 +12,7 @@ import pytest
 
 from experiments.launch.flower import flower_env
 from experiments.launch.processes import free_port
-from tests.helpers import ROOT, flower_pids, metrics, run_entry, same_metrics
+from tests.helpers import ROOT, flower_pids, metrics, round_ended, run_entry, same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]
 
@@ -45,10 +45,10 @@ def test_killed_supernode_does_not_hang_and_rejoins(tmp_path):
     try:
         for line in proc.stdout:
             lines.append(line)
-            if "round   1/" in line:
+            if round_ended(line, 1):
                 fed = json.loads((out / "federation.json").read_text())
                 os.kill(fed["supernodes"]["2"], signal.SIGKILL)
-            if "round   2/" in line and comeback is None:
+            if round_ended(line, 2) and comeback is None:
                 node = [
                     *("flower-supernode", "--insecure", "--superlink", fed["superlink"]),
                     *("--port", str(free_port()), "--node-config", "partition-id=2 num-partitions=3"),
