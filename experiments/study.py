@@ -35,6 +35,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -320,15 +321,24 @@ def _copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
     n = 0
     for metrics in sorted(src.rglob("metrics.json")):
         run, target = metrics.parent, dest / metrics.parent.relative_to(src)
+        if ".copy" in run.name:  # a copy left half-made by a process that was killed
+            continue
         if (skip and run.is_relative_to(skip)) or status(Job(run, ())) not in ENDED:
             continue
         if status(Job(target, ())) in ENDED:
             continue
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
+        # copied aside, then renamed into place: two studies restoring the same folder at
+        # once (one process per cell) each leave a whole copy, never half of one
+        tmp = target.with_name(f"{target.name}.copy{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
         for name in KEPT:
             if (run / name).exists():
-                shutil.copy2(run / name, target / name)
+                shutil.copy2(run / name, tmp / name)
+        shutil.rmtree(target, ignore_errors=True)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process put its copy there first
+            shutil.rmtree(tmp)
         n += 1
     if (src / "choice.json").exists():
         dest.mkdir(parents=True, exist_ok=True)

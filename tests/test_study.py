@@ -4,6 +4,7 @@ a second call runs nothing, a lost run is redone alone, a bad preset exits 2."""
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -213,3 +214,30 @@ def test_bad_presets_exit_2_with_one_line(tmp_path, capsys):
     bad.write_text(TINY.replace("values: [0.1, 1, 1000000]", "values: []"))
     assert study_main([str(bad)]) == 2
     assert "non-empty list of values" in capsys.readouterr().err
+
+
+def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path, monkeypatch):
+    """Two studies restoring one folder at once (one process per cell): each run is copied
+    aside and renamed into place, so the one that loses the race leaves the winner's whole
+    copy and no half-made folder; an unfinished run there is replaced."""
+    from experiments import study
+
+    src, dest = tmp_path / "kept", tmp_path / "out"
+    for name, state in (("a", "finished"), ("b", "failed"), ("c", "running")):
+        (src / name).mkdir(parents=True)
+        (src / name / "metrics.json").write_text(json.dumps({"status": state, "rounds": []}))
+        (src / name / "model.pt").write_text("not kept")
+    (dest / "b").mkdir(parents=True)  # an unfinished run is replaced
+    (dest / "b" / "metrics.json").write_text(json.dumps({"status": "running"}))
+    rename = Path.rename
+
+    def other_process_first(self, target):  # the other restore renames its copy first
+        if Path(target).name == "a":
+            shutil.copytree(src / "a", target)
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", other_process_first)
+    assert study._copy_ended(src, dest) == 2
+    assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]  # no ".copy<pid>" left behind
+    assert study.status(Job(dest / "a", ())) == "finished" and (dest / "a" / "model.pt").exists()
+    assert study.status(Job(dest / "b", ())) == "failed" and not (dest / "b" / "model.pt").exists()
