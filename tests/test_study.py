@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.study import Job, run_job
+from experiments.study import Job, _copy_ended, run_job, status
 from experiments.study import main as study_main
 from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
 from tests.helpers import ROOT, metrics, placeless
@@ -220,8 +220,6 @@ def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path,
     """Two studies restoring one folder at once (one process per cell): each run is copied
     aside and renamed into place, so the one that loses the race leaves the winner's whole
     copy and no half-made folder; an unfinished run there is replaced."""
-    from experiments import study
-
     src, dest = tmp_path / "kept", tmp_path / "out"
     for name, state in (("a", "finished"), ("b", "failed"), ("c", "running")):
         (src / name).mkdir(parents=True)
@@ -237,7 +235,7 @@ def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path,
         return rename(self, target)
 
     monkeypatch.setattr(Path, "rename", other_process_first)
-    assert study._copy_ended(src, dest) == 2
+    assert _copy_ended(src, dest) == 2
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]  # no ".copy<pid>" left behind
-    assert study.status(Job(dest / "a", ())) == "finished" and (dest / "a" / "model.pt").exists()
-    assert study.status(Job(dest / "b", ())) == "failed" and not (dest / "b" / "model.pt").exists()
+    assert status(Job(dest / "a", ())) == "finished" and (dest / "a" / "model.pt").exists()
+    assert status(Job(dest / "b", ())) == "failed" and not (dest / "b" / "model.pt").exists()
