@@ -140,7 +140,7 @@ def test_disk_full_stops_with_a_clear_error_and_resume_completes(tmp_path, monke
     writes = {"n": 0}
 
     def filling(path, data):
-        if path.name == "metrics.json.tmp":
+        if path.name.startswith("metrics.json.") and path.suffix == ".tmp":
             writes["n"] += 1
             if writes["n"] >= 4:  # from round 3's row on, the disk is full
                 real(path, data[: len(data) // 2])

@@ -4,6 +4,7 @@ a second call runs nothing, a lost run is redone alone, a bad preset exits 2."""
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from experiments.study import Job, _copy_ended, run_job, status
 from experiments.study import main as study_main
+from fedwsa.run import results
 from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
 from tests.helpers import ROOT, metrics, placeless
 
@@ -239,3 +241,23 @@ def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path,
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]  # no ".copy<pid>" left behind
     assert status(Job(dest / "a", ())) == "finished" and (dest / "a" / "model.pt").exists()
     assert status(Job(dest / "b", ())) == "failed" and not (dest / "b" / "model.pt").exists()
+
+
+def test_two_processes_writing_one_file_each_rename_a_whole_file(tmp_path, monkeypatch):
+    """Two studies restoring one folder both write its choice.json: while this process writes,
+    another one (another pid) writes and renames the same file; each renames its own temp
+    file (a shared ``choice.json.tmp`` was renamed away by the other: FileNotFoundError)."""
+    path = tmp_path / "choice.json"
+    real, pid = results.write_synced, os.getpid()
+
+    def other_process_meanwhile(p, data):
+        real(p, data)
+        if os.getpid() == pid:
+            monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+            results.atomic_write(path, '{"other": 1}')
+            monkeypatch.setattr(os, "getpid", lambda: pid)
+
+    monkeypatch.setattr(results, "write_synced", other_process_meanwhile)
+    results.atomic_write(path, '{"mine": 1}')
+    assert json.loads(path.read_text()) == {"mine": 1}  # the last rename wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["choice.json"]  # no temp file left

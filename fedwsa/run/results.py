@@ -45,10 +45,12 @@ def write_synced(path: Path, data: bytes) -> None:
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to ``path.tmp``, flush it to disk (fsync), then rename: readers never see a
-    half-written file, a power cut leaves the old or the new one, and on failure (disk
-    full) the old file stays as it was. Every file of a run is written this way."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write to ``path.<pid>.tmp``, flush it to disk (fsync), then rename: readers never see
+    a half-written file, a power cut leaves the old or the new one, and on failure (disk
+    full) the old file stays as it was. Every file of a run is written this way. The temp
+    name holds the process id, so two processes writing the same file (two studies restoring
+    one folder) each rename a whole file of their own; the last rename wins."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         write_synced(tmp, data.encode() if isinstance(data, str) else data)
         os.replace(tmp, path)
