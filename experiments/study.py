@@ -263,9 +263,9 @@ def compose_run(job: Job) -> DictConfig:
             raise StudyError(f"{job.out_dir}: {str(e).splitlines()[0]}") from None
 
 
-def validate(cfg: DictConfig, out: Path, todo: list[Cell]) -> None:
+def validate(cfg: DictConfig, out: Path, todo: list[Cell], workers: int = 1) -> None:
     """Every run's overrides compose and resolve before the first run starts (a typo in a
-    preset fails now, not hours later)."""
+    preset fails now, not hours later); runs side by side (``workers`` > 1) must be in-process."""
     from experiments.launch.preflight import resolve
     from fedwsa.run.config import ConfigError
 
@@ -276,14 +276,39 @@ def validate(cfg: DictConfig, out: Path, todo: list[Cell]) -> None:
         jobs += [js[0] for js in final_jobs(cfg, out, cell, first).values()]
         for job in jobs:
             try:
-                resolve(compose_run(job))
+                composed = compose_run(job)
+                resolve(composed)
             except ConfigError as e:
                 raise StudyError(f"{job.out_dir}: {e}") from None
+            if workers > 1 and composed.engine != "inprocess":
+                raise StudyError(
+                    f"--workers {workers} runs in-process runs side by side, but {job.out_dir} has "
+                    f"engine={composed.engine} (Flower's engine runs its clients in parallel itself): "
+                    "use --workers 1 or engine=inprocess"
+                )
 
 
-def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> None:
-    validate(cfg, out, todo)
+def store_choice(
+    cfg: DictConfig, out: Path, cell: Cell, tjobs: dict[str, list[tuple[float, Job]]]
+) -> dict[str, float]:
+    """The cell's choice from its ended tuning runs, added to ``<out>/choice.json``."""
+    choice = choose_cell(cfg, tjobs)
+    if choice is None:
+        raise StudyError(f"{cell.name}: a tuning run did not end; run the study again to resume it")
     choices_path = out / "choice.json"
+    # read again: another study process may have added its cells meanwhile
+    stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
+    stored[cell.name] = choice
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(choices_path, json.dumps(stored, indent=1))
+    print(f"[study] {cell.name}: chosen on validation {choice}", flush=True)
+    return choice
+
+
+def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool, workers: int = 1) -> None:
+    validate(cfg, out, todo, workers)
+    if workers > 1 and not dry_run:
+        return run_side_by_side(cfg, out, todo, workers)
     for cell in todo:
         tjobs = tune_jobs(cfg, out, cell)
         for _, job in (x for jobs in tjobs.values() for x in jobs):
@@ -292,19 +317,126 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool) -> No
             for job in (j for jobs in final_jobs(cfg, out, cell, {}).values() for j in jobs):
                 print(f"[study] final {job.out_dir}  ({status(job)})", flush=True)
             continue
-        choice = choose_cell(cfg, tjobs)
-        if choice is None:
-            raise StudyError(f"{cell.name}: a tuning run did not end; run the study again to resume it")
-        # read again: another study process may have added its cells meanwhile
-        stored = json.loads(choices_path.read_text()) if choices_path.exists() else {}
-        stored[cell.name] = choice
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(choices_path, json.dumps(stored, indent=1))
-        print(f"[study] {cell.name}: chosen on validation {choice}", flush=True)
+        choice = store_choice(cfg, out, cell, tjobs)
         for job in (j for jobs in final_jobs(cfg, out, cell, choice).values() for j in jobs):
             run_job(job)
     if dry_run:
         print("[study] dry run: the tuned strategies' final runs follow from the tuning runs", flush=True)
+
+
+def run_side_by_side(cfg: DictConfig, out: Path, todo: list[Cell], workers: int) -> None:
+    """The same runs as the sequential study, ``workers`` at a time in as many processes (one
+    small run fills neither a GPU nor a many-core machine): every cell's tuning runs first, in
+    the study's order; a cell's finals as soon as its tuning has ended. Each run is seeded by
+    its own config, so it ends as it would in the sequential study (tests/test_study.py).
+    Ctrl-C or SIGTERM stops every worker's run as it would stop a run alone (resumable).
+
+    Written here rather than with ``concurrent.futures``: its pool cannot stop the runs in
+    its workers, and a worker goes on to the next queued run after an interrupt."""
+    import multiprocessing
+    import queue
+    import signal
+
+    from experiments.launch.processes import on_interrupt
+
+    ctx = multiprocessing.get_context("spawn")
+    jobs: Any = ctx.Queue()
+    ended: Any = ctx.Queue()
+    procs = [ctx.Process(target=_worker, args=(jobs, ended), daemon=True) for _ in range(workers)]
+    tuning = {cell.name: tune_jobs(cfg, out, cell) for cell in todo}
+    cell_of: dict[Path, Cell] = {}  # a tuning run's folder -> its cell
+    left: dict[str, int] = {}
+    running = 0
+
+    def put(job: Job) -> None:
+        nonlocal running
+        jobs.put(job)
+        running += 1
+
+    def finals(cell: Cell) -> None:
+        choice = store_choice(cfg, out, cell, tuning[cell.name])
+        for job in (j for js in final_jobs(cfg, out, cell, choice).values() for j in js):
+            put(job)
+
+    previous = signal.signal(signal.SIGTERM, on_interrupt)  # as Ctrl-C: stop the workers' runs
+    try:
+        for proc in procs:
+            proc.start()
+        for cell in todo:
+            cjobs = [j for js in tuning[cell.name].values() for _, j in js]
+            left[cell.name] = len(cjobs)
+            for job in cjobs:
+                cell_of[job.out_dir] = cell
+                put(job)
+            if not cjobs:
+                finals(cell)
+        while running:
+            try:
+                folder = ended.get(timeout=1.0)
+            except queue.Empty:
+                codes = [proc.exitcode for proc in procs if proc.exitcode is not None]
+                if any(c in (130, -signal.SIGINT, -signal.SIGTERM) for c in codes):
+                    raise KeyboardInterrupt from None  # a worker's run was interrupted
+                if codes:
+                    raise StudyError(
+                        f"a worker process ended abruptly (exit code {codes[0]}: killed, or out of "
+                        "memory?); the ended runs are kept: run the same command again to resume the study"
+                    ) from None
+                continue
+            running -= 1
+            if folder in cell_of:
+                cell = cell_of[folder]
+                left[cell.name] -= 1
+                if left[cell.name] == 0:
+                    finals(cell)
+        for _ in procs:
+            jobs.put(None)
+        for proc in procs:
+            proc.join()
+    finally:
+        _stop_workers(procs, jobs)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_workers(procs: list[Any], jobs: Any) -> None:
+    """An interrupted side-by-side study: queued runs are dropped and idle workers end; a run
+    that is still going after 10 s (SIGTERM came to the study alone, not to the whole process
+    group as Ctrl-C does) gets SIGTERM, which stops it as it would stop a run alone."""
+    import queue
+
+    started = [proc for proc in procs if proc.pid is not None]
+    try:
+        while True:
+            jobs.get_nowait()
+    except queue.Empty:
+        pass
+    for proc in started:
+        if proc.is_alive():
+            jobs.put(None)
+    for proc in started:
+        proc.join(timeout=10)
+    for proc in started:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in started:
+        proc.join(timeout=60)
+        if proc.is_alive():
+            proc.kill()
+
+
+def _worker(jobs: Any, ended: Any) -> None:
+    """A process of :func:`run_side_by_side`: runs jobs until it is sent None. Ctrl-C goes to
+    the running run (whose handler stops it) and to the study, which stops idle workers."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        while (job := jobs.get()) is not None:
+            run_job(job)
+            ended.put(job.out_dir)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run installed its own handlers
+    except KeyboardInterrupt:  # a run stopped by Ctrl-C or SIGTERM, or SIGTERM while idle
+        sys.exit(130)
 
 
 # --- keeping results -------------------------------------------------------------------
@@ -625,7 +757,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="STUDY_JSON",
         help="report also the cells of an earlier report's study.json that the study's folder lacks",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N in-process runs side by side in N processes (default 1: one after another)",
+    )
     a = p.parse_args(argv)
+    if a.workers < 1:
+        print(f"error: --workers {a.workers}: give 1 or more", file=sys.stderr)
+        return 2
     try:
         cfg = load_preset(a.preset, a.overrides)
         out = (a.out or Path(cfg.get("out", f"multirun/study/{Path(a.preset).stem}"))).resolve()
@@ -638,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
             n = restore(a.restore.resolve(), out)
             print(f"[study] {n} ended runs restored from {a.restore}", flush=True)
         if not a.report:
-            run_study(cfg, out, todo, a.dry_run)
+            run_study(cfg, out, todo, a.dry_run, a.workers)
         if not a.dry_run:
             report(cfg, out, cells(cfg, []), a.merge)
     except StudyError as e:

@@ -181,6 +181,33 @@ def test_small_study_end_to_end(tmp_path, capsys):
     assert "1 of these cells are taken as they were from" in (out / "report" / "study.md").read_text()
 
 
+def test_runs_side_by_side_end_as_one_after_another(tmp_path, capsys):
+    """--workers 2 runs the same runs in two processes, the finals of a cell as soon as its
+    tuning ended (while the other cell still tunes): every run, choice and the report are those
+    of the sequential study."""
+    two_cells = TINY.replace(
+        'alpha: {"0.5": [partition.alpha=0.5]}',
+        'alpha: {"0.5": [partition.alpha=0.5], "0.1": [partition.alpha=0.1]}',
+    )
+    two_cells = two_cells.replace("values: [0.1, 1, 1000000]", "values: [0.1, 1000000]").replace(
+        "seeds: [0, 1]", "seeds: [0]")  # fmt: skip
+    preset = tmp_path / "two.yaml"
+    preset.write_text(two_cells)
+    one, side = tmp_path / "one", tmp_path / "side"
+    assert study_main([str(preset), "--out", str(one)]) == 0
+    assert study_main([str(preset), "--out", str(side), "--workers", "2"]) == 0
+    runs = sorted(m.parent.relative_to(one) for m in one.rglob("metrics.json"))
+    assert len(runs) == 2 * (2 + 2)  # per cell: two tuning runs, two finals
+    assert runs == sorted(m.parent.relative_to(side) for m in side.rglob("metrics.json"))
+    for run in runs:
+        assert metrics(one / run) == metrics(side / run), run
+    assert json.loads((one / "choice.json").read_text()) == json.loads((side / "choice.json").read_text())
+    assert (one / "report" / "study.json").read_text() == (side / "report" / "study.json").read_text()
+    capsys.readouterr()
+    assert study_main([str(preset), "--out", str(side), "--workers", "2"]) == 0  # all ended: none runs
+    assert "[study] run " not in capsys.readouterr().out
+
+
 def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_jobs(tmp_path, monkeypatch):
     """Runs on Flower's engine go through the sweep's launcher (one Ray and one SuperLink for
     the whole study, tests/test_batch_cluster.py); in-process runs do not."""
@@ -201,6 +228,12 @@ def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_job
     assert len(launched) == 1
 
 
+def preset_of(tmp_path, text):
+    path = tmp_path / f"preset{abs(hash(text))}.yaml"
+    path.write_text(text)
+    return path
+
+
 def test_bad_presets_exit_2_with_one_line(tmp_path, capsys):
     assert study_main(["no_such_preset"]) == 2
     assert "no study preset 'no_such_preset'" in capsys.readouterr().err
@@ -216,6 +249,13 @@ def test_bad_presets_exit_2_with_one_line(tmp_path, capsys):
     bad.write_text(TINY.replace("values: [0.1, 1, 1000000]", "values: []"))
     assert study_main([str(bad)]) == 2
     assert "non-empty list of values" in capsys.readouterr().err
+    assert study_main([str(preset_of(tmp_path, TINY)), "--workers", "0"]) == 2
+    assert "--workers 0: give 1 or more" in capsys.readouterr().err
+    sim = preset_of(tmp_path, TINY.replace("engine=inprocess", "engine=simulation"))
+    assert study_main([str(sim), "--out", str(tmp_path / "o"), "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "has engine=simulation" in err and "use --workers 1 or engine=inprocess" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
 
 
 def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path, monkeypatch):
