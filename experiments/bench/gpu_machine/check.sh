@@ -15,19 +15,11 @@
 # Dry run on a CPU: PY=/path/to/python3.12 bash experiments/bench/gpu_machine/check.sh
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
-export PYTHONUNBUFFERED=1 FLWR_TELEMETRY_ENABLED=0 FLWR_DISABLE_UPDATE_CHECK=1
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
-step() { echo "== $* ($(date +%T))" | tee -a "$LOG"; }
-step install
-"$PY" -m pip install -q --no-index --no-deps gpu-carry/wheels/*.whl 2>&1 | grep -v -i "warning" | tee -a "$LOG"
-fmnist=/usr/share/datasets/fashion-mnist
-[ -f "$fmnist/train-images-idx3-ubyte.gz" ] || { mkdir -p "$fmnist" && cp gpu-carry/fmnist/*.gz "$fmnist/"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
-"$PY" -c "import torch, flwr, hydra; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(),
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-', 'flwr', flwr.__version__)" 2>&1 | tee -a "$LOG"
+source experiments/bench/gpu_machine/setup.sh
 step "CUDA tests"
 timeout 150 "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_device.py 2>&1 | tail -8 | tee -a "$LOG"
 step "bench gpu"
