@@ -342,7 +342,7 @@ def run_side_by_side(cfg: DictConfig, out: Path, todo: list[Cell], workers: int)
     ctx = multiprocessing.get_context("spawn")
     jobs: Any = ctx.Queue()
     ended: Any = ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(jobs, ended), daemon=True) for _ in range(workers)]
+    procs = [ctx.Process(target=_worker, args=(jobs, ended)) for _ in range(workers)]
     tuning = {cell.name: tune_jobs(cfg, out, cell) for cell in todo}
     cell_of: dict[Path, Cell] = {}  # a tuning run's folder -> its cell
     left: dict[str, int] = {}
