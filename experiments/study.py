@@ -325,10 +325,11 @@ def run_study(cfg: DictConfig, out: Path, todo: list[Cell], dry_run: bool, worke
 
 
 def run_side_by_side(cfg: DictConfig, out: Path, todo: list[Cell], workers: int) -> None:
-    """The same runs as the sequential study, ``workers`` at a time in as many processes (one
-    small run fills neither a GPU nor a many-core machine): every cell's tuning runs first, in
-    the study's order; a cell's finals as soon as its tuning has ended. Each run is seeded by
-    its own config, so it ends as it would in the sequential study (tests/test_study.py).
+    """The same runs as the sequential study, ``workers`` at a time in as many processes (an
+    in-process run trains its clients one after another, on ``client_threads`` cores): every
+    cell's tuning runs first, in the study's order; a cell's finals as soon as its tuning has
+    ended. Each run is seeded by its own config, so it ends as it would in the sequential
+    study (tests/test_study.py).
     Ctrl-C or SIGTERM stops every worker's run as it would stop a run alone (resumable).
 
     Written here rather than with ``concurrent.futures``: its pool cannot stop the runs in

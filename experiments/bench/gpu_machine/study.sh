@@ -19,7 +19,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../../.."
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu-out}
-WORKERS=${WORKERS:-12}        # 16 cores; one small vgg11 run leaves an H200 mostly idle
+WORKERS=${WORKERS:-12}        # 16 cores there; how many runs fill an H200 is not measured yet
 DEADLINE_S=${DEADLINE_S:-450} # then stopping (at most 70 s) and the export fit a 570 s call
 mkdir -p "$OUT"
 LOG="$OUT/log.txt"
