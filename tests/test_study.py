@@ -181,10 +181,10 @@ def test_small_study_end_to_end(tmp_path, capsys):
     assert "1 of these cells are taken as they were from" in (out / "report" / "study.md").read_text()
 
 
-def test_runs_side_by_side_end_as_one_after_another(tmp_path, capsys):
-    """--workers 2 runs the same runs in two processes, the finals of a cell as soon as its
-    tuning ended (while the other cell still tunes): every run, choice and the report are those
-    of the sequential study."""
+def test_runs_side_by_side_end_as_one_after_another(tmp_path, capfd):
+    """--workers 2 runs the same runs in two processes (two cells: a cell's finals are queued
+    when its tuning has ended): every run, choice and the report are those of the sequential
+    study; a second call runs nothing."""
     two_cells = TINY.replace(
         'alpha: {"0.5": [partition.alpha=0.5]}',
         'alpha: {"0.5": [partition.alpha=0.5], "0.1": [partition.alpha=0.1]}',
@@ -203,9 +203,9 @@ def test_runs_side_by_side_end_as_one_after_another(tmp_path, capsys):
         assert metrics(one / run) == metrics(side / run), run
     assert json.loads((one / "choice.json").read_text()) == json.loads((side / "choice.json").read_text())
     assert (one / "report" / "study.json").read_text() == (side / "report" / "study.json").read_text()
-    capsys.readouterr()
+    assert "[study] run " in capfd.readouterr().out  # the workers' output, on the inherited fds
     assert study_main([str(preset), "--out", str(side), "--workers", "2"]) == 0  # all ended: none runs
-    assert "[study] run " not in capsys.readouterr().out
+    assert "[study] run " not in capfd.readouterr().out
 
 
 def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_jobs(tmp_path, monkeypatch):
