@@ -111,6 +111,7 @@ strategies:
 """
 
 
+@pytest.mark.slow  # end-to-end runs (in process)
 def test_small_study_end_to_end(tmp_path, capsys):
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY)
@@ -181,6 +182,7 @@ def test_small_study_end_to_end(tmp_path, capsys):
     assert "1 of these cells are taken as they were from" in (out / "report" / "study.md").read_text()
 
 
+@pytest.mark.slow  # end-to-end runs (in process)
 def test_runs_side_by_side_end_as_one_after_another(tmp_path, capfd):
     """--workers 2 runs the same runs in two processes (two cells: a cell's finals are queued
     when its tuning has ended): every run, choice and the report are those of the sequential
