@@ -390,19 +390,16 @@ def run_side_by_side(cfg: DictConfig, out: Path, todo: list[Cell], workers: int)
                 left[cell.name] -= 1
                 if left[cell.name] == 0:
                     finals(cell)
-        for _ in procs:
-            jobs.put(None)
-        for proc in procs:
-            proc.join()
     finally:
         _stop_workers(procs, jobs)
         signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_workers(procs: list[Any], jobs: Any) -> None:
-    """An interrupted side-by-side study: queued runs are dropped and idle workers end; a run
-    that is still going after 10 s (SIGTERM came to the study alone, not to the whole process
-    group as Ctrl-C does) gets SIGTERM, which stops it as it would stop a run alone."""
+    """End the workers of a side-by-side study, finished or interrupted: queued runs are
+    dropped and idle workers end (each is sent None); a run that is still going after 10 s
+    (SIGTERM came to the study alone, not to the whole process group as Ctrl-C does) gets
+    SIGTERM, which stops it as it would stop a run alone."""
     import queue
 
     started = [proc for proc in procs if proc.pid is not None]
