@@ -79,7 +79,15 @@ class VGG11(nn.Module):
     BatchNorm: 3x3 convs ``64,M,128,M,256,256,M,512,512,M,512,512,M``, then FC 512 -> 512 ->
     classes (the CIFAR variant of FL benchmarks). Inputs smaller than 32x32 (28x28
     Fashion-MNIST / MNIST) are zero-padded to 32x32 on every side equally, as LeNet-5 did
-    for MNIST: five 2x2 poolings need 32."""
+    for MNIST: five 2x2 poolings need 32.
+
+    The convs start as NIID-Bench's and torchvision's VGGs do: He et al.'s normal init,
+    std ``sqrt(2 / (3 * 3 * out_channels))`` (fan_out), zero biases; the linear layers keep
+    PyTorch's default. Without BatchNorm, PyTorch's default conv init (std
+    ``1 / sqrt(3 * fan_in)``) shrinks the signal two- to threefold per layer: through eight
+    convs the logits hardly depend on the input and the first conv's gradient is 600-800
+    times smaller relative to its weights, and the model stayed at chance in the WSA study's
+    first runs (docs/RESULTS.md)."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()
@@ -95,6 +103,11 @@ class VGG11(nn.Module):
         self.classifier = nn.Sequential(
             nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, num_classes)
         )
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
