@@ -7,8 +7,8 @@
 # runs count), and bring back in $OUT (default /tmp/gpu-out):
 #   log.txt       everything, with each run's "[study] finished in N s" line
 #   runs.tar.gz   the ended runs' results (the --export layout: no models, no checkpoints)
-# Cells: the arguments (--only axis=value ...); default the two cheapest of the six left,
-# --only model=vgg11 --only epochs=5 --only clients=10of100. Through the device tool:
+# Cells: the arguments (--only axis=value ...); default every vgg11 cell (--only model=vgg11):
+# those ended elsewhere are skipped; the rest run in the study's order. Through the device tool:
 #   run(command="bash experiments/bench/gpu_machine/study.sh", carry=["gpu-carry"], timeout_s=570)
 # Prepare gpu-carry/ here first (bash experiments/bench/gpu_machine/prepare.sh). Afterwards, here:
 #   mkdir -p /tmp/gpu-runs && tar -xzf <files_at>/runs.tar.gz -C /tmp/gpu-runs
@@ -25,7 +25,7 @@ mkdir -p "$OUT"
 LOG="$OUT/log.txt"
 source experiments/bench/gpu_machine/setup.sh
 cells=("$@")
-[ ${#cells[@]} -gt 0 ] || cells=(--only model=vgg11 --only epochs=5 --only clients=10of100)
+[ ${#cells[@]} -gt 0 ] || cells=(--only model=vgg11)
 study=$(mktemp -d)/wsa_where
 step "study: wsa_where ${cells[*]} --workers $WORKERS, for $DEADLINE_S s"
 # its own process group, so that whatever is left after it can be stopped by this PID alone
