@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.study import Job, _copy_ended, run_job, status
+from experiments.study import Job, _copy_ended, cell_results, cells, load_preset, run_job, status
 from experiments.study import main as study_main
 from fedwsa.run import results
 from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
@@ -109,6 +109,42 @@ strategies:
     overrides: [strategy=fedwsa]
     tune: {key: strategy.wsa_lambda, values: [0.1, 1, 1000000]}
 """
+
+
+def test_a_failed_final_counts_by_its_last_evaluated_accuracy(tmp_path):
+    """Finals written by hand: fedavg's two seeds finish (0.60, 0.70), fedwsa's seed 0
+    finishes (0.50) and seed 1 fails after round 2 at 0.10 (best 0.30): fedwsa's scores are
+    0.50 and 0.10, mean 0.30, sample std sqrt(0.08) = 0.2828; fedavg: mean 0.65, std
+    0.0707; pooled s = sqrt((0.08 + 0.005) / 2) = 0.2062; 0.30 - 0.65 = -0.35 < -2 s =
+    -0.4123 is false: no difference shown."""
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(TINY)
+    cfg = load_preset(str(preset), [])
+    (cell,) = cells(cfg, [])
+    out = tmp_path / "study"
+
+    def write(tag, seed, st, accs):
+        d = out / "final" / cell.name / tag / f"seed={seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"status": st, "rounds": _rows(*accs)}))
+
+    write("fedavg", 0, "finished", (0.1, 0.5, 0.6))
+    write("fedavg", 1, "finished", (0.1, 0.7, 0.7))
+    write("fedwsa,wsa_lambda=1", 0, "finished", (0.1, 0.4, 0.5))
+    write("fedwsa,wsa_lambda=1", 1, "failed", (0.1, 0.3, 0.1))
+    res = cell_results(cfg, out, cell, {"fedwsa": 1.0})
+    w = res["strategies"]["fedwsa"]
+    assert (w["seeds"], w["failed"], w["final"], w["best"]) == (2, 1, [0.5, 0.1], [0.5, 0.3])
+    d = res["decisions"]["fedwsa"]
+    assert d["verdict"] == "no difference shown"
+    assert d["diff"] == pytest.approx(-0.35) and d["pooled_sd"] == pytest.approx(math.sqrt(0.085 / 2))
+    # a failed run that never evaluated a round does not count: no decision
+    (out / "final" / cell.name / "fedwsa,wsa_lambda=1" / "seed=1" / "metrics.json").write_text(
+        json.dumps({"status": "failed", "rounds": []})
+    )
+    res = cell_results(cfg, out, cell, {"fedwsa": 1.0})
+    assert (res["strategies"]["fedwsa"]["seeds"], res["strategies"]["fedwsa"]["failed"]) == (1, 1)
+    assert res["decisions"] == {}
 
 
 @pytest.mark.slow  # end-to-end runs (in process)
