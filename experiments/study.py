@@ -175,6 +175,9 @@ def final_jobs(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float])
 
 
 # --- running -----------------------------------------------------------------------------
+ENDED = ("finished", "failed")  # the statuses of a run that will not run again
+
+
 def status(job: Job) -> str:
     """finished | failed | stopped | running | absent, from the run's metrics.json."""
     try:
@@ -193,7 +196,7 @@ def rows(job: Job) -> list[dict[str, Any]]:
 def run_job(job: Job) -> str:
     """Run (or resume, or skip) one run in this process, as ``experiments.run`` would; the
     run's own errors are printed by it and end in its status, not in this study."""
-    if status(job) in ("finished", "failed"):
+    if status(job) in ENDED:
         return status(job)
     from experiments.launch.flower import simulate_in_sweep
     from experiments.launch.inprocess import run_inprocess
@@ -241,7 +244,7 @@ def choose_cell(cfg: DictConfig, tjobs: dict[str, list[tuple[float, Job]]]) -> d
     """The chosen value per tuned strategy, or None while a tuning run has not ended."""
     choice: dict[str, float] = {}
     for name, jobs in tjobs.items():
-        if any(status(j) not in ("finished", "failed") for _, j in jobs):
+        if any(status(j) not in ENDED for _, j in jobs):
             return None
         choice[name] = choose(tuning_candidates(jobs), num_classes(jobs[0][1]))
     return choice
@@ -442,9 +445,6 @@ def _worker(jobs: Any, ended: Any) -> None:
 KEPT = ("metrics.json", "scopes.json", "config.json", "metrics.csv")  # not model.pt, not checkpoints
 
 
-ENDED = ("finished", "failed")
-
-
 def _copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
     """Copy the results (:data:`KEPT`) of every ended run under ``src`` to the same place
     under ``dest``, unless the run there has ended too (or lies under ``skip``); an unfinished
@@ -530,11 +530,7 @@ def final_entry(jobs: list[Job]) -> dict[str, Any]:
     the federation ends with. (Deviation from wsa_where's plan, which was silent on failed
     finals; docs/RESULTS.md lists it.) A failed run with no evaluated round does not count."""
     states = [status(j) for j in jobs]
-    scored = [
-        (j, st, r)
-        for j, st in zip(jobs, states, strict=True)
-        if st in ("finished", "failed") and (r := rows(j))
-    ]
+    scored = [(j, st, r) for j, st in zip(jobs, states, strict=True) if st in ENDED and (r := rows(j))]
     entry: dict[str, Any] = {
         "seeds": len(scored),
         "failed": states.count("failed"),
