@@ -13,8 +13,8 @@ from functools import lru_cache
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fedwsa.run.client import local_round
 from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.local_round import local_round
 from fedwsa.run.wire import (
     ARRAYS,
     CONFIG,

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.launch.preflight import fail, report_errors
 from experiments.plots import plot_connect
-from fedwsa.connect import ConnectSettings, run_connect
+from fedwsa.connectivity import ConnectSettings, run_connect
 from fedwsa.data import load_dataset
 from fedwsa.run.config import ConfigError
 

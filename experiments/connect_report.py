@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from fedwsa.run.report import mean_std
+from experiments.summary import mean_std
 
 METRICS = (
     ("barrier_loss", "loss barrier", 1.0),

@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from experiments.launch.flower import federate
+from experiments.launch.deployment import federate
 from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from experiments.launch.flower import PROJECT_DIR
+from experiments.launch import PROJECT_DIR
 
 RATE = 100  # samples per second
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from experiments.plots import plot_accuracy, plot_scopes
-from fedwsa.run.report import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
+from experiments.summary import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
 
 
 def _pm(mean: float, std: float, n: int) -> str:

@@ -13,9 +13,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from experiments.launch.flower import simulate, simulate_in_sweep
 from experiments.launch.inprocess import run_inprocess
 from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
+from experiments.launch.simulation import simulate
+from experiments.launch.sweep_session import SweepSession
+
+# A multirun's simulations share one Ray, SuperLink and Flower run: the session of this
+# process, started by its first job, stopped when the command ends (``__main__`` below).
+SWEEP = SweepSession()
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -23,7 +28,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.engine == "inprocess":
         execute(cfg, run_inprocess, "in this process (engine=inprocess)")
     elif in_process_sweep():
-        execute(cfg, simulate_in_sweep, "Flower Simulation Engine")
+        execute(cfg, SWEEP.simulate, "Flower Simulation Engine")
     else:
         execute(cfg, simulate, "Flower Simulation Engine")
 
@@ -38,4 +43,5 @@ def in_process_sweep() -> bool:
 if __name__ == "__main__":
     preflight_groups(sys.argv[1:])
     preflight_dirs(sys.argv[1:])
-    main()
+    with SWEEP:  # stops what the sweep started, also on Ctrl-C or an error
+        main()

@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from experiments.launch.preflight import CONF_DIR, fail, preflight_groups, report_errors, resolve
-from fedwsa.run.client import experiment_data, partitions
+from fedwsa.run.factory import experiment_data, partitions
 from fedwsa.run.splits import write_split
 
 USAGE = "usage: python -m experiments.split [overrides ...] --out split.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -43,6 +44,14 @@ def batches(
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     for idx in order.to(x.device).split(batch_size):  # one copy per pass, none per batch
         yield x[idx], y[idx]
+
+
+def local_step_count(num_examples: int, batch_size: int, epochs: int, steps: int = 0) -> int:
+    """SGD steps of one local round (:func:`local_batches`): ``steps`` when > 0,
+    else ``epochs * ceil(n / batch_size)``; 0 without data."""
+    if num_examples <= 0:
+        return 0
+    return steps if steps > 0 else epochs * math.ceil(num_examples / batch_size)
 
 
 def local_batches(

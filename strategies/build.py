@@ -8,13 +8,14 @@ from typing import Any
 from flwr.app import MetricRecord, RecordDict
 from torch import nn
 
-from fedwsa.baselines import local_step_count
 from fedwsa.run.config import ExperimentConfig
+from fedwsa.train import local_step_count
 from fedwsa.wsa import model_scope
 from strategies.base import FedAvg, FedProx
-from strategies.baselines import FedNova, Scaffold
+from strategies.fednova import FedNova
 from strategies.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
+from strategies.scaffold import Scaffold
 
 
 def _no_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:

@@ -18,8 +18,9 @@ from flwr.serverapp import Grid
 from fedwsa.device import resolve_device, set_deterministic
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
-from fedwsa.run.client import device_data, new_model, partition_sizes, train_settings
 from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.factory import device_data, new_model, partition_sizes
+from fedwsa.run.local_round import train_settings
 from fedwsa.run.results import RunLog, scope_stats
 from fedwsa.run.tracking import Trackers
 from fedwsa.run.wire import EXPERIMENT, FINISHED, PROGRESS, encode_train

@@ -5,7 +5,7 @@ broken as ``$FEDWSA_TEST_FAULTS`` says (``tests/faults.py``) and which sleeps
 middle of a round; with ``$FEDWSA_TEST_CLIENT_LOG`` it appends ``start|end <time> <pid>``
 lines to that file around each train call (how many clients ran at once). Launched through
 Flower with ``FEDWSA_CLIENTAPP=tests.faulty_client_app:app``
-(``experiments.launch.flower.stage_app``)."""
+(``experiments.launch.submit.stage_app``)."""
 
 from __future__ import annotations
 

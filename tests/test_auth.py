@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from experiments.launch.flower import flower_env
+from experiments.launch.nodekeys import make_key
 from experiments.launch.processes import free_port
-from experiments.nodekey import make_key
+from experiments.launch.superlink import flower_env
 from tests.faults import DELAY_ENV, DELAY_ROUNDS_ENV
 from tests.helpers import FAULTY, ROOT, flower_pids, metrics, placeless, round_ended, run_entry
 

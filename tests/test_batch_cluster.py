@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from experiments.launch.flower import allocation
+from experiments.launch.resources import allocation
 from fedwsa.run.jobs import JOB_END
 from tests.helpers import ROOT, flower_pids, metrics, placeless, run_entry
 

@@ -6,19 +6,12 @@ import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-import fedwsa.run.client as client_module
+import fedwsa.run.factory as factory_module
 from clients.client_app import query, train
 from fedwsa.data import Dataset
-from fedwsa.run.client import (
-    client_data,
-    experiment_data,
-    local_round,
-    new_model,
-    partitions,
-    release_data,
-    train_settings,
-)
 from fedwsa.run.config import ExperimentConfig, StrategyConfig
+from fedwsa.run.factory import client_data, experiment_data, new_model, partitions, release_data
+from fedwsa.run.local_round import local_round, train_settings
 from fedwsa.run.wire import TrainSettings, decode_reply, decode_train, encode_train, encode_wsa
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.build import build_strategy
@@ -101,7 +94,7 @@ def test_the_validation_hold_out_never_reaches_client_data(monkeypatch):
     x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 1, 8, 8).contiguous()
     y = torch.arange(n) % 10
     fake = Dataset("digits", x, y, x[:5], y[:5], 10, "indices")
-    monkeypatch.setattr(client_module, "load_dataset", lambda *a: fake)
+    monkeypatch.setattr(factory_module, "load_dataset", lambda *a: fake)
     cfg = dataclasses.replace(CFG, validation=0.2, num_clients=4)
     release_data()
     try:

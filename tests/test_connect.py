@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedwsa.connect import (
+from fedwsa.connectivity import (
     ConnectSettings,
     average,
     barrier,

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from fedwsa.device import DeviceUnavailable, resolve_device
-from fedwsa.run.client import client_data, local_round, new_model, train_settings
 from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
+from fedwsa.run.factory import client_data, new_model
+from fedwsa.run.local_round import local_round, train_settings
 from fedwsa.wsa import model_scope, scoped_names
 from strategies.rounds import run
 from tests.helpers import metrics

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from experiments.launch.flower import flower_env
 from experiments.launch.processes import free_port
+from experiments.launch.superlink import flower_env
 from tests.helpers import ROOT, flower_pids, metrics, round_ended, run_entry, same_metrics
 
 pytestmark = [pytest.mark.slow, pytest.mark.deployment]

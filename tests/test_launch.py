@@ -7,10 +7,10 @@ import sys
 import pytest
 from flwr.cli.build import build_fab_from_disk
 
-from experiments.launch import processes
-from experiments.launch.flower import PROJECT_DIR, stage_app
+from experiments.launch import PROJECT_DIR, processes
 from experiments.launch.preflight import report_errors
 from experiments.launch.processes import ProgressView, check_interrupted, on_interrupt
+from experiments.launch.submit import stage_app
 
 
 def test_staged_app_builds_the_same_fab_as_the_project_folder(tmp_path):

@@ -36,7 +36,7 @@ def _imports():
 
 
 def test_every_module_is_walked():
-    assert {"fedwsa.wsa", "fedwsa.connect", "fedwsa.run.config", "fedwsa.run.report"} <= set(MODULES)
+    assert {"fedwsa.wsa", "fedwsa.connectivity", "fedwsa.run.config", "fedwsa.run.results"} <= set(MODULES)
 
 
 def test_core_never_imports_flwr_hydra_or_the_outer_packages_and_the_math_never_the_run_side():

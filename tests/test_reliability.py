@@ -14,8 +14,9 @@ from experiments.launch.inprocess import InProcessGrid
 from fedwsa.robust import clip_updates
 from fedwsa.run import checkpoint, results
 from fedwsa.run.checkpoint import Checkpoint, CheckpointError
-from fedwsa.run.client import local_round, new_model, train_settings
 from fedwsa.run.config import ConfigError, ExperimentConfig, StrategyConfig, validate
+from fedwsa.run.factory import new_model
+from fedwsa.run.local_round import local_round, train_settings
 from fedwsa.wsa import model_scope, next_target, scope_of_arrays, scoped_names
 from strategies.rounds import RunFailed, run
 from tests.faults import KINDS

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments.study import Job, _copy_ended, cell_results, cells, load_preset, run_job, status
-from experiments.study import main as study_main
+from experiments.study.archive import copy_ended
+from experiments.study.cli import main as study_main
+from experiments.study.preset import Job, cells, load_preset
+from experiments.study.rules import choose, decide, diverged, mismatch, spearman
+from experiments.study.runner import run_job, status
+from experiments.study.scoring import cell_results
 from fedwsa.run import results
-from fedwsa.run.study import choose, decide, diverged, mismatch, spearman
 from tests.helpers import ROOT, metrics, placeless
 
 
@@ -249,16 +252,18 @@ def test_runs_side_by_side_end_as_one_after_another(tmp_path, capfd):
 def test_simulation_runs_of_a_study_share_ray_and_the_superlink_as_a_sweep_s_jobs(tmp_path, monkeypatch):
     """Runs on Flower's engine go through the sweep's launcher (one Ray and one SuperLink for
     the whole study, tests/test_batch_cluster.py); in-process runs do not."""
-    import experiments.launch.flower as flower
+    import experiments.launch.simulation as simulation
+    from experiments.launch.sweep_session import SweepSession
 
     launched = []
 
-    def fake(cfg):
+    def fake(self, cfg):
         launched.append(cfg)
         (Path(cfg.out_dir) / "metrics.json").write_text(json.dumps({"status": "finished", "rounds": []}))
 
-    monkeypatch.setattr(flower, "simulate_in_sweep", fake)
-    monkeypatch.setattr(flower, "simulate", lambda cfg: pytest.fail("a study run bypassed the shared Ray"))
+    monkeypatch.setattr(SweepSession, "simulate", fake)
+    bypass = lambda cfg: pytest.fail("a study run bypassed the shared Ray")  # noqa: E731
+    monkeypatch.setattr(simulation, "simulate", bypass)
     common = ["dataset=digits", "num_clients=3", "model=mlp", "num_rounds=1"]
     assert run_job(Job(tmp_path / "sim", (*common, "seed=0"))) == "finished"
     assert [c.engine for c in launched] == ["simulation"] and launched[0].sweep_ray
@@ -315,7 +320,7 @@ def test_restoring_leaves_whole_copies_when_another_process_copies_too(tmp_path,
         return rename(self, target)
 
     monkeypatch.setattr(Path, "rename", other_process_first)
-    assert _copy_ended(src, dest) == 2
+    assert copy_ended(src, dest) == 2
     assert sorted(p.name for p in dest.iterdir()) == ["a", "b"]  # no ".copy<pid>" left behind
     assert status(Job(dest / "a", ())) == "finished" and (dest / "a" / "model.pt").exists()
     assert status(Job(dest / "b", ())) == "failed" and not (dest / "b" / "model.pt").exists()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from fedwsa.run.client import client_data, experiment_data, partition_sizes
 from fedwsa.run.config import DatasetConfig, ExperimentConfig, ModelConfig, StrategyConfig, validate
+from fedwsa.run.factory import client_data, experiment_data, partition_sizes
 from fedwsa.synthetic import (
     CLASSES,
     EVAL_CLIENTS,

@@ -6,7 +6,6 @@ same final accuracy."""
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.bench.probes import median
+from fedwsa.run.results import RunFolder
 
 ARGS = ["num_clients=4", "num_rounds=3", "dataset=digits", "strategy=fedwsa", "seed=0"]
 
@@ -27,7 +27,7 @@ def _timed(entry: str, out: Path) -> float:
 
 
 def _final_accuracy(out: Path) -> float:
-    return float(json.loads((out / "metrics.json").read_text())["rounds"][-1]["test_accuracy"])
+    return float(RunFolder(out).rows()[-1]["test_accuracy"])
 
 
 def bench_federation(args: argparse.Namespace) -> dict[str, Any]:

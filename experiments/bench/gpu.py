@@ -15,7 +15,6 @@ that its code is exercised; its times are not the benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from experiments.bench.probes import median, table
+from fedwsa.run.results import RunFolder
 
 GPU_ARGS = [
     "dataset=fmnist", "model=resnet18", "num_clients=10", "partition.alpha=0.5", "epochs=1",
@@ -59,7 +59,7 @@ def _utilisation(device: torch.device) -> float | None:
 def plain_loop(cfg: Any) -> dict[str, Any]:
     """FedAvg in plain PyTorch on ``cfg.device``: the same data, batch order and steps."""
     from fedwsa.device import autocast, resolve_device
-    from fedwsa.run.client import client_data, device_data, new_model, partition_sizes
+    from fedwsa.run.factory import client_data, device_data, new_model, partition_sizes
     from fedwsa.train import derive_seed
 
     device = resolve_device(cfg.device)
@@ -115,8 +115,7 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
                     [*base, f"precision={precision}", f"seed={args.seed}"], Path(tmp) / f"{precision}{rep}"
                 )
                 run_inprocess(cfg)
-                doc = json.loads((Path(cfg.out_dir) / "metrics.json").read_text())
-                fed.append(doc["rounds"])
+                fed.append(RunFolder(cfg.out_dir).rows())
                 util.append(_utilisation(device))
                 plain.append(plain_loop(cfg))
             images = plain[0]["images_per_round"]

@@ -41,7 +41,7 @@ _CFG: Any = None
 
 
 def _client(job: tuple[int, int, dict[str, np.ndarray]]) -> tuple[int, dict[str, np.ndarray], int]:
-    from fedwsa.run.client import local_round, train_settings
+    from fedwsa.run.local_round import local_round, train_settings
 
     rnd, pid, state = job
     c = _CFG
@@ -59,7 +59,7 @@ def _init_worker(cfg: Any) -> None:
 def plain_federation(cfg: Any, workers: int, shuffle_seed: int | None = None) -> dict[str, Any]:
     """FedAvg with nothing but PyTorch and a process pool: ``workers`` processes with
     ``client_threads`` torch threads each (the layout of the simulation's Ray actors), the
-    same local training (``fedwsa.run.client.local_round``: same data, seeds, batches), the
+    same local training (``fedwsa.run.local_round.local_round``: same data, seeds, batches), the
     same weighted average in partition order (Flower's arithmetic) and the same central
     evaluation.
 
@@ -67,7 +67,7 @@ def plain_federation(cfg: Any, workers: int, shuffle_seed: int | None = None) ->
     random order each round: Flower's simulation hands them out in the order its virtual
     nodes registered, whose ids are random, so its order is random per run. With unequal
     partitions the order changes when the last worker finishes (the results do not)."""
-    from fedwsa.run.client import experiment_data, new_model, partitions
+    from fedwsa.run.factory import experiment_data, new_model, partitions
     from fedwsa.train import evaluate
 
     t0 = time.perf_counter()

@@ -19,8 +19,9 @@ from typing import Any
 import psutil
 import torch
 
-from experiments.launch.flower import PROJECT_DIR
+from experiments.launch import PROJECT_DIR
 from experiments.launch.preflight import machine as launcher_machine
+from fedwsa.run.results import RunFolder
 
 
 def machine() -> dict[str, Any]:
@@ -202,7 +203,7 @@ def run_cli(args: list[str], out: Path, watch: bool = False, busy: bool = False)
         w.stop()
     if code != 0:
         raise SystemExit(f"benchmark run failed ({code}):\n{''.join(lines[-20:])}")
-    rows = json.loads((out / "metrics.json").read_text())["rounds"]
+    rows = RunFolder(out).rows()
     result: dict[str, Any] = {"marks": marks, "rows": rows, "t0": t0}
     if b:
         result["busy"] = b

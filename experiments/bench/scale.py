@@ -7,7 +7,6 @@ Fashion-MNIST (``--dataset fmnist``: up to 10,000, whose clients' data shrinks a
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,17 @@ from typing import Any
 import torch
 
 from experiments.bench.probes import median, run_cli, table
+from fedwsa.run.results import RunFolder
 
 
 def images_per_round(out: Path, rows: list[dict[str, Any]]) -> float:
     """Median number of images the sampled clients trained on per round (from the run's
     own config.json: partition sizes, and the batches ``fedwsa.train.local_batches`` takes)."""
-    from fedwsa.run.client import partition_sizes
     from fedwsa.run.config import from_dict
+    from fedwsa.run.factory import partition_sizes
     from fedwsa.train import local_batches
 
-    cfg = from_dict(json.loads((out / "config.json").read_text())["config"])
+    cfg = from_dict(RunFolder(out).config())
     sizes = partition_sizes(cfg)
 
     def trained(s: int) -> int:

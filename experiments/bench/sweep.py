@@ -5,7 +5,6 @@ start-up each run pays, i.e. the job's wall time less the time its rounds took."
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -15,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.bench.probes import median, table
-from experiments.launch.flower import PROJECT_DIR
+from experiments.launch import PROJECT_DIR
+from fedwsa.run.results import RunFolder
 
 JOB = re.compile(r"\[HYDRA\]\s+#(\d+) :")
 
@@ -38,7 +38,7 @@ def one_sweep(folder: Path, n: int, shared: bool) -> list[dict[str, float]]:
     jobs = []
     for j in range(n):
         wall = (starts[j + 1] if j + 1 < n else end) - starts[j]
-        rows = json.loads((folder / str(j) / "metrics.json").read_text())["rounds"]
+        rows = RunFolder(folder / str(j)).rows()
         rounds = sum(float(r["round_time_s"]) for r in rows[1:])
         jobs.append({"job": j, "wall_s": wall, "rounds_s": rounds, "startup_s": wall - rounds})
     return jobs

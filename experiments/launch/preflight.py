@@ -20,15 +20,16 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.launch.flower import PROJECT_DIR, read_status
+from experiments.launch import PROJECT_DIR
 from experiments.launch.processes import LaunchError, check_interrupted, on_interrupt
 from fedwsa.data import DatasetUnavailable
 from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
-from fedwsa.run.client import experiment_data, new_model, partition_sizes, release_data
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
+from fedwsa.run.factory import experiment_data, new_model, partition_sizes, release_data
+from fedwsa.run.results import RunFolder
 from fedwsa.run.splits import read_split
 from fedwsa.run.tracking import missing_extras, mlflow_uri
 from fedwsa.wsa import model_scope, scoped_names, stable_lambda
@@ -161,12 +162,12 @@ def machine() -> dict[str, Any]:
 
 def already_finished(exp: ExperimentConfig) -> bool:
     """True when ``out_dir`` holds a finished run of exactly this config (sweeps skip it)."""
-    out = Path(exp.out_dir)
-    if read_status(out)[1] != "finished":
+    run = RunFolder(exp.out_dir)
+    if run.status() != "finished" or not run.config():
         return False
     try:
-        stored = from_dict(json.loads((out / "config.json").read_text())["config"])
-    except (OSError, ValueError, KeyError):
+        stored = from_dict(run.config())
+    except (ConfigError, ValueError, KeyError, TypeError):
         return False
     return stored.identity() == exp.identity()
 

@@ -128,3 +128,64 @@ class RunLog:
         torch.save(state_dict, buf)
         atomic_write(self.out / "model.pt", buf.getvalue())
         self.write("finished")
+
+
+# --- the one reader of a run's folder ---------------------------------------------------
+ENDED = ("finished", "failed")
+"""The statuses of a run that will not run again."""
+
+
+class RunFolder:
+    """What a run left in its folder, read back: ``metrics.json`` (written by :class:`RunLog`),
+    ``scopes.json`` and the launcher's ``config.json``. Every reader of a run folder (the
+    launcher, the report, the study, the benchmarks) goes through here; a file that is absent,
+    half-copied or not JSON reads as empty (status ``absent``), never as an exception.
+    Each call reads the file again: a run that is going on changes it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def _json(self, name: str) -> Any:
+        try:
+            return json.loads((self.path / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def metrics(self) -> dict[str, Any]:
+        """``metrics.json``: ``status``, ``rounds`` and, for a failed run, ``error``; ``{}`` if unreadable."""
+        doc = self._json("metrics.json")
+        return doc if isinstance(doc, dict) else {}
+
+    def status(self) -> str:
+        """``finished``, ``failed``, ``running`` (or stopped mid-way), or ``absent``."""
+        return str(self.metrics().get("status", "absent"))
+
+    def ended(self) -> bool:
+        return self.status() in ENDED
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per evaluated round (:data:`COLUMNS`); ``[]`` if there are none."""
+        rows = self.metrics().get("rounds", [])
+        return list(rows) if isinstance(rows, list) else []
+
+    def error(self) -> str:
+        """Why a failed run stopped ('' if it did not)."""
+        return str(self.metrics().get("error", "") or "")
+
+    def record(self) -> dict[str, Any]:
+        """``config.json``: the resolved config (``config``), code version, data source, machine."""
+        doc = self._json("config.json")
+        return doc if isinstance(doc, dict) else {}
+
+    def config(self) -> dict[str, Any]:
+        """The run's resolved config as a plain dict (``{}`` if ``config.json`` is unreadable)."""
+        cfg = self.record().get("config", {})
+        return cfg if isinstance(cfg, dict) else {}
+
+    def scopes(self) -> dict[str, Any] | None:
+        """``scopes.json`` (``layers`` and one record per round), or None."""
+        doc = self._json("scopes.json")
+        return doc if isinstance(doc, dict) else None

@@ -1,16 +1,17 @@
 """Read finished runs, check they are comparable, and summarise them over seeds.
 
-Pure functions over the files a run writes (``config.json``, ``metrics.json``,
-``scopes.json``); the figures and the command line are in ``experiments/``.
+Pure functions over what a run folder holds (read by ``fedwsa.run.results.RunFolder``);
+the command line is ``experiments/report.py``, the figures ``experiments/plots.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from fedwsa.run.results import RunFolder
 
 # Keys that may differ between the runs of one report: what a sweep varies (strategy and
 # its knobs, alpha, seeds) and settings that do not change the experiment.
@@ -57,22 +58,21 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[Path]]:
     for root in paths:
         if not root.exists():
             raise ReportError(f"{root} does not exist")
-        for m in sorted(
-            {
-                *root.rglob("metrics.json"),
-                *([root / "metrics.json"] if (root / "metrics.json").exists() else []),
-            }
-        ):
-            d = m.parent
-            if not (d / "config.json").exists():
+        found = {
+            *root.rglob("metrics.json"),
+            *([root / "metrics.json"] if (root / "metrics.json").exists() else []),
+        }
+        for m in sorted(found):
+            run = RunFolder(m.parent)
+            record = run.record()
+            if not record:
                 continue
-            metrics = json.loads(m.read_text())
-            if metrics.get("status") != "finished":
-                unfinished.append(d)
+            if run.status() != "finished":
+                unfinished.append(run.path)
                 continue
-            cfg = json.loads((d / "config.json").read_text())
-            scopes = json.loads((d / "scopes.json").read_text()) if (d / "scopes.json").exists() else None
-            runs.append(Run(d, cfg["config"], metrics["rounds"], scopes, cfg.get("evaluated_on", "test")))
+            runs.append(
+                Run(run.path, record["config"], run.rows(), run.scopes(), record.get("evaluated_on", "test"))
+            )
     if not runs:
         raise ReportError(f"no finished runs under {', '.join(map(str, paths))}")
     return runs, unfinished

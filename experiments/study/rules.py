@@ -1,6 +1,6 @@
 """A study's rules, as pure functions over finished runs' files: which tuned value wins,
 whether one strategy beats another by the decision rule, and the scope mismatch WSA is
-meant to cure. The runner (tuning, final runs, report) is ``experiments/study.py``.
+meant to cure. The runner (tuning, final runs, report) is the rest of ``experiments.study``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from fedwsa.run.report import mean_std
+from experiments.summary import mean_std
 
 
 def diverged(rows: list[dict[str, Any]], num_classes: int) -> bool:

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from experiments.report import main as report_main
-from fedwsa.run.config import ExperimentConfig, StrategyConfig
-from fedwsa.run.report import (
+from experiments.summary import (
     ReportError,
     check_comparable,
     find_runs,
@@ -15,6 +14,7 @@ from fedwsa.run.report import (
     rounds_to,
     summary,
 )
+from fedwsa.run.config import ExperimentConfig, StrategyConfig
 
 LAYERS = ["w1", "w2"]
 SPREAD = {"client_sigma_std": [0.01, 0.02], "client_sigma_mean": [0.1, 0.2]}

@@ -1,4 +1,4 @@
-"""SCAFFOLD and FedNova against numbers computed by hand (fedwsa/baselines.py), their
+"""SCAFFOLD and FedNova against numbers computed by hand (fedwsa/scaffold.py, fedwsa/fednova.py), their
 client-side correction, their strategies on constructed messages, and a bit-identical resume."""
 
 import dataclasses
@@ -8,18 +8,16 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from fedwsa.baselines import (
-    fednova_aggregate,
-    fednova_norm,
-    local_step_count,
-    scaffold_client_control,
-    scaffold_server_control,
-)
+from fedwsa.fednova import fednova_aggregate, fednova_norm
 from fedwsa.regularizers import ControlVariate
-from fedwsa.run.client import local_round, new_model, train_settings
 from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
-from strategies.baselines import FedNova, Scaffold
+from fedwsa.run.factory import new_model
+from fedwsa.run.local_round import local_round, train_settings
+from fedwsa.scaffold import scaffold_client_control, scaffold_server_control
+from fedwsa.train import local_step_count
+from strategies.fednova import FedNova
 from strategies.rounds import run
+from strategies.scaffold import Scaffold
 from tests.helpers import metrics
 from tests.inprocess import Crash, LocalGrid
 

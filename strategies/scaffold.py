@@ -1,9 +1,9 @@
-"""SCAFFOLD and FedNova, NIID-Bench's other two baselines, as small diffs over Flower's FedAvg.
+"""SCAFFOLD (Karimireddy et al. 2020) as a small diff over Flower's FedAvg.
 
-Both need, per client, the number of local SGD steps ``K_i``, which the server computes from
-the partition sizes and the config (``fedwsa.baselines.local_step_count``); clients report
-nothing new. SCAFFOLD's client control variates live on the server, one per partition, and
-travel to the client as the correction ``c - c_i`` of each round's message: the clients stay
+It needs, per client, the number of local SGD steps ``K_i``, which the server computes from
+the partition sizes and the config (``fedwsa.train.local_step_count``); clients report
+nothing new. The client control variates live on the server, one per partition, and travel
+to the client as the correction ``c - c_i`` of each round's message: the clients stay
 stateless, so the variates survive between rounds wherever a client runs (any virtual node,
 any SuperNode), and a checkpoint holds them for a bit-identical resume.
 """
@@ -15,31 +15,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedwsa.baselines import fednova_aggregate, fednova_norm, scaffold_client_control, scaffold_server_control
-from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, SCAFFOLD_CORRECTION
+from fedwsa.fednova import fednova_norm
+from fedwsa.run.wire import ARRAYS, SCAFFOLD_CORRECTION
+from fedwsa.scaffold import scaffold_client_control, scaffold_server_control
+from strategies.arrays import to_numpy, to_record
 from strategies.base import RoundState
 from strategies.grid import PartitionGrid
 
 
-def _numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in record.items()}
-
-
-def _tensors(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v.copy()) for k, v in arrays.items()}
-
-
-def _record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
-
-
 class Scaffold(RoundState, FedAvg):
     """SCAFFOLD (option II), global learning rate 1: the model is FedAvg's weighted average
-    of the clients' models; ``c_i`` and ``c`` follow ``fedwsa.baselines``.
+    of the clients' models; ``c_i`` and ``c`` follow ``fedwsa.scaffold``.
 
     Parameters
     ----------
@@ -64,13 +54,13 @@ class Scaffold(RoundState, FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """FedAvg's messages, each with its client's correction ``c - c_i``."""
-        self.x = _numpy(arrays)
+        self.x = to_numpy(arrays)
         self.c = self.c or self._zeros()
         out = []
         for m in super().configure_train(server_round, arrays, config, grid):
             c_i = self.c_i.get(self.grid.partition_of[m.metadata.dst_node_id]) or self._zeros()
             content = RecordDict(dict(m.content.items()))
-            content[SCAFFOLD_CORRECTION] = _record({k: self.c[k] - c_i[k] for k in self.c})
+            content[SCAFFOLD_CORRECTION] = to_record({k: self.c[k] - c_i[k] for k in self.c})
             meta = m.metadata
             out.append(Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type,
                                group_id=meta.group_id))  # fmt: skip
@@ -88,7 +78,7 @@ class Scaffold(RoundState, FedAvg):
         for m in good:
             pid = self.grid.partition_of_reply(m)
             old = self.c_i.get(pid) or self._zeros()
-            y = _numpy(m.content[ARRAYS])  # type: ignore[arg-type]
+            y = to_numpy(m.content[ARRAYS])  # type: ignore[arg-type]
             new = scaffold_client_control(old, self.c, self.x, y, self.lr, self.norms[pid])
             deltas.append({k: new[k] - old[k] for k in new})
             self.c_i[pid] = {k: v.astype(np.float32) for k, v in new.items()}
@@ -107,31 +97,3 @@ class Scaffold(RoundState, FedAvg):
     def restore(self, state: dict[str, Any]) -> None:
         self.c = {k: v.numpy() for k, v in state["scaffold_c"].items()}
         self.c_i = {int(p): {k: v.numpy() for k, v in a.items()} for p, a in state["scaffold_ci"].items()}
-
-
-class FedNova(RoundState, FedAvg):
-    """FedNova: the clients' updates, each divided by its ``||a_i||_1`` (local steps and
-    momentum), averaged with the example weights and scaled by ``tau_eff``
-    (``fedwsa.baselines.fednova_aggregate``). Clients train as for FedAvg."""
-
-    def __init__(self, *, grid: PartitionGrid, steps: Sequence[int], momentum: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.grid, self.steps, self.momentum = grid, list(steps), momentum
-        self.x: dict[str, np.ndarray] = {}
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self.x = _numpy(arrays)
-        return super().configure_train(server_round, arrays, config, grid)
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        good = [m for m in replies if not m.has_error()]
-        if not good:
-            return None, None
-        ys = [_numpy(m.content[ARRAYS]) for m in good]  # type: ignore[arg-type]
-        weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
-        norms = [fednova_norm(self.steps[self.grid.partition_of_reply(m)], self.momentum) for m in good]
-        return _record(fednova_aggregate(self.x, ys, weights, norms)), MetricRecord()

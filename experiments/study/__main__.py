@@ -1,0 +1,5 @@
+import sys
+
+from experiments.study.cli import main
+
+sys.exit(main())

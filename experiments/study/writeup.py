@@ -1,0 +1,167 @@
+"""A study's report: ``study.json``, ``study.md`` (tuning, finals, decisions, mechanism) and
+``mechanism.png``, from the scored cells."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from experiments.study.preset import Cell, StudyError, fmt
+from experiments.study.rules import spearman
+from experiments.study.scoring import cell_results, mechanism_points
+from experiments.summary import mean_std
+
+
+def _pm(values: list[float]) -> str:
+    if not values:
+        return "not run"
+    m, s = mean_std(values)
+    return f"{100 * m:.2f} ± {100 * s:.2f}" if len(values) > 1 else f"{100 * m:.2f}"
+
+
+def report(cfg: DictConfig, out: Path, allcells: list[Cell], merge: Path | None = None) -> Path:
+    """The report of every cell with its choices; ``merge``: an earlier report's study.json,
+    whose cells this study's folder does not hold are reported as they were there."""
+    choices = json.loads((out / "choice.json").read_text()) if (out / "choice.json").exists() else {}
+    earlier = {}
+    if merge is not None:
+        try:
+            earlier = {Cell(r["cell"], ()).name: r for r in json.loads(merge.read_text())}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise StudyError(f"--merge {merge}: not a study.json of this tool ({e})") from None
+    results = [
+        cell_results(cfg, out, c, choices[c.name]) if c.name in choices else earlier[c.name]
+        for c in allcells
+        if c.name in choices or c.name in earlier
+    ]
+    merged = [r for r in results if Cell(r["cell"], ()).name not in choices]
+    folder = out / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "study.json").write_text(json.dumps(results, indent=1))
+    lines = write_markdown(cfg, results, allcells)
+    if merged:
+        lines[4:4] = [f"{len(merged)} of these cells are taken as they were from {merge} (their runs are not "
+                      f"in {out}): {'; '.join(Cell(r['cell'], ()).name for r in merged)}.", ""]  # fmt: skip
+    (folder / "study.md").write_text("\n".join(lines) + "\n")
+    points = mechanism_points(cfg, results)
+    if points:
+        from experiments.plots import plot_mechanism
+
+        plot_mechanism(points, folder / "mechanism.png", cfg.get("baseline", "fedavg"))
+    print(f"[study] report: {folder / 'study.md'} ({len(results)} of {len(allcells)} cells)", flush=True)
+    return folder
+
+
+def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: list[Cell]) -> list[str]:
+    names = list(cfg.strategies)
+    axes = list(cfg.axes)
+    lines = [
+        f"# Study: {cfg.get('title', '')}",
+        "",
+        f"{len(results)} of {len(allcells)} cells have their choices; final runs: "
+        f"{cfg.final.rounds} rounds, seeds {list(cfg.final.seeds)}; accuracy in %, mean ± sample std.",
+        "",
+        "## Tuning (last tuning round's accuracy on the tuning split; * = chosen, † = diverged or failed)",
+        "",
+    ]
+    on_validation = [o for o in cfg.final.get("overrides", []) if o.startswith("validation=")]
+    split = "validation" if on_validation and float(on_validation[-1].split("=")[1]) > 0 else "test"
+    tuned = [n for n in names if "tune" in cfg.strategies[n]]
+    for name in tuned:
+        s = cfg.strategies[name]
+        vals = [fmt(float(v)) for v in s.tune["values"]]
+        lines += [
+            f"{name} ({s.tune.key}):",
+            "",
+            "| " + " | ".join(axes) + " | " + " | ".join(vals) + " |",
+            "|" + "---|" * (len(axes) + len(vals)),
+        ]
+        for res in results:
+            t, chosen = res["tuning"].get(name, {}), res["strategies"].get(name, {}).get("value")
+            row = []
+            for v in vals:
+                e = t.get(v, {})
+                acc = "" if e.get("accuracy") is None else f"{100 * e['accuracy']:.2f}"
+                mark = ("†" if e.get("diverged") else "") + (
+                    "*" if chosen is not None and fmt(chosen) == v else ""
+                )
+                row.append(acc + mark)
+            lines.append("| " + " | ".join(res["cell"][a] for a in axes) + " | " + " | ".join(row) + " |")
+        lines.append("")
+    lines += [
+        f"## Final runs ({split} split)",
+        "",
+        "A failed run (stopped by the runner) counts as a seed, scored by its last evaluated accuracy.",
+        "",
+        "| "
+        + " | ".join(axes)
+        + " | strategy | value | seeds | final acc | best acc"
+        + " | spread of client sigma (%) | sigma drop on averaging (%) |",
+        "|" + "---|" * (len(axes) + 7),
+    ]
+    for res in results:
+        for name in names:
+            e = res["strategies"].get(name)
+            if e is None:
+                continue
+            mm = e["mismatch"]
+            spread = f"{100 * sum(m['spread'] for m in mm) / len(mm):.2f}" if mm else ""
+            drop = f"{100 * sum(m['drop'] for m in mm) / len(mm):.2f}" if mm else ""
+            seeds = f"{e['seeds']}" + (f" ({e['failed']} failed)" if e["failed"] else "")
+            value = "" if e["value"] is None else fmt(e["value"])
+            lines.append(
+                "| "
+                + " | ".join(res["cell"][a] for a in axes)
+                + f" | {name} | {value} | {seeds} | {_pm(e['final'])} | {_pm(e['best'])}"
+                + f" | {spread} | {drop} |"
+            )
+    lines += [
+        "",
+        "## Decisions (final accuracy; challenger minus the better reference, in pp; "
+        "rule: more than 2 pooled sample stds)",
+        "",
+        "| "
+        + " | ".join(axes)
+        + " | reference | "
+        + " | ".join(cfg.get("challengers", []))
+        + " | better challenger |",
+        "|" + "---|" * (len(axes) + 2 + len(cfg.get("challengers", []))),
+    ]
+    for res in results:
+        d = res["decisions"]
+        if not d:
+            lines.append(
+                "| "
+                + " | ".join(res["cell"][a] for a in axes)
+                + " | not all final runs done |"
+                + " |" * (len(cfg.get("challengers", [])) + 1)
+            )
+            continue
+
+        def cellfmt(x: dict[str, Any] | None) -> str:
+            if not x:
+                return ""
+            return f"{x['verdict']} ({100 * x['diff']:+.2f} pp, s {100 * x['pooled_sd']:.2f})"
+
+        best = d.get("best_challenger")
+        lines.append(
+            "| "
+            + " | ".join(res["cell"][a] for a in axes)
+            + f" | {d['reference']} | "
+            + " | ".join(cellfmt(d.get(c)) for c in cfg.get("challengers", []))
+            + f" | {best['name'] + ': ' + cellfmt(best) if best else ''} |"
+        )
+    points = mechanism_points(cfg, results)
+    if points:
+        lines += ["", f"## Mechanism: gain over {cfg.get('baseline', 'fedavg')} vs its scope mismatch", ""]
+        for c in cfg.get("challengers", []):
+            p = [x for x in points if x["challenger"] == c]
+            for what in ("spread", "drop"):
+                rho = spearman([x[what] for x in p], [x["gain"] for x in p])
+                rho_s = "n/a (fewer than 3 cells)" if math.isnan(rho) else f"{rho:+.2f}"
+                lines.append(f"- {c}: Spearman's rho(gain, {what}) = {rho_s}, n = {len(p)} cells")
+    return lines
