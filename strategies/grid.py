@@ -31,6 +31,14 @@ from flwr.serverapp import Grid
 from fedwsa.run.wire import CONFIG, PARTITION_ID
 
 PULL_INTERVAL_S = 0.2
+FIRST_WAIT_S = 0.005
+
+
+def pull_wait(empty: int) -> float:
+    """Seconds to wait after the ``empty``-th pull in a row that brought no reply: 5 ms,
+    doubling, at most :data:`PULL_INTERVAL_S` (a reply that comes while replies stream in is
+    taken within milliseconds; a long round costs a pull every 0.2 s)."""
+    return min(PULL_INTERVAL_S, FIRST_WAIT_S * 2 ** (empty - 1))
 
 
 class PartitionGrid(Grid):
@@ -52,6 +60,8 @@ class PartitionGrid(Grid):
         pool: int = 0,
     ) -> None:
         self._grid = grid
+        # a grid that trains a client inside each pull never needs waiting for (engine=inprocess)
+        self.synchronous = bool(getattr(grid, "runs_clients_on_pull", False))
         self.assign = pool > 0  # partitions travel in the messages to a pool of virtual nodes
         self.pool = pool
         self.nodes: list[int] = []  # the pool's node ids, sorted
@@ -184,8 +194,13 @@ class PartitionGrid(Grid):
         partition id. The next call samples anew.
 
         Flower's own ``send_and_receive`` does the same push and pull, without the progress
-        and sleeping 3 s between pulls in a deployment; this polls every
-        :data:`PULL_INTERVAL_S`."""
+        and sleeping 3 s between pulls in a deployment. This waits :func:`pull_wait` between pulls:
+        5 ms, doubling while nothing comes, at most :data:`PULL_INTERVAL_S`; a grid that runs
+        a client on each pull (``runs_clients_on_pull``: the in-process engine's) is pulled
+        again at once while replies come, so its clients run back to back. (Pulling Flower's
+        grid again at once instead of after 5 ms was not faster: each pull scans the pending
+        messages in the simulation process, which shares the cores with the clients;
+        ``docs/PERFORMANCE.md``.)"""
         messages = list(messages)
         if not messages:
             return []
@@ -198,14 +213,16 @@ class PartitionGrid(Grid):
         replies: list[Message] = []
         start = time.monotonic()
         end = start + timeout if timeout is not None else float("inf")
+        empty = 0  # pulls in a row that brought nothing
         while pending and time.monotonic() < end:
             got = list(self._grid.pull_messages(pending))
             replies += got
             pending -= {r.metadata.reply_to_message_id for r in got}
             if got and pending and self.progress is not None:
                 self.progress(len(replies), len(messages), time.monotonic() - start)
-            if pending:
-                time.sleep(PULL_INTERVAL_S)
+            empty = 0 if got else empty + 1
+            if pending and (empty or not self.synchronous):
+                time.sleep(pull_wait(max(empty, 1)))
         self._sample = None
         return sorted(replies, key=self.partition_of_reply)
 

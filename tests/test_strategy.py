@@ -169,6 +169,42 @@ def test_partition_grid_reports_progress_as_replies_come_in():
     assert [grid.partition_of_reply(r) for r in replies] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("synchronous", [True, False])
+def test_partition_grid_never_sleeps_while_an_in_process_grid_runs_clients(monkeypatch, synchronous):
+    """Replies at every pull: a grid that runs clients as it is pulled (engine=inprocess) is
+    pulled again at once; Flower's grids get 5 ms between pulls."""
+    import strategies.grid as grid_module
+
+    slept = []
+    monkeypatch.setattr(grid_module.time, "sleep", slept.append)
+    fake = FakeGrid(9, 0)
+    fake.runs_clients_on_pull = synchronous
+    grid = PartitionGrid(fake, num_partitions=9, sample_size=9, seed=0, wait_s=1)
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN) for n in grid.get_node_ids()]
+
+    replies = grid.send_and_receive(msgs, timeout=10)
+
+    assert len(replies) == 9
+    assert slept == ([] if synchronous else [0.005] * 4)  # 5 pulls of 2, 2, 2, 2, 1 replies
+
+
+def test_partition_grid_waits_5_ms_doubling_to_200_ms_after_empty_pulls(monkeypatch):
+    import strategies.grid as grid_module
+
+    slept = []
+    monkeypatch.setattr(grid_module.time, "sleep", slept.append)
+    fake = FakeGrid(1, 0)
+    grid = PartitionGrid(fake, num_partitions=1, sample_size=1, seed=0, wait_s=1)
+    msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.TRAIN) for n in grid.get_node_ids()]
+    pull = fake.pull_messages
+    calls = iter(range(100))
+    monkeypatch.setattr(fake, "pull_messages", lambda ids: [] if next(calls) < 8 else pull(ids))
+
+    grid.send_and_receive(msgs, timeout=10)
+
+    assert slept == [0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.2, 0.2]
+
+
 def test_partition_grid_times_out_when_nodes_missing():
     fake = FakeGrid(2, 0)
     with pytest.raises(TimeoutError, match="node_wait_s"):
