@@ -20,6 +20,8 @@ reported. Results and commands are collected in ``docs/PERFORMANCE.md``.
 - ``federation``: a loopback federation vs the same simulation, whole command.
 - ``sweep``: a Hydra multirun's start-up per run, with one Ray for the sweep and without.
 - ``tracking``: each experiment tracker's cost per round, start and finish (server side).
+- ``clients``: the per-client regime (10 to 1,000 clients per round, little work each):
+  fedwsa in process and in Flower's simulation against a plain PyTorch loop doing the same work.
 - ``flower_sweep``: Flower's own per-node message sweep, timed alone at each client count
   (why a round costs more at 10,000 clients; see ``docs/PERFORMANCE.md``).
 """
@@ -30,6 +32,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from experiments.bench.clients import PER_ROUND, WORKLOADS, bench_clients
 from experiments.bench.federation import bench_federation
 from experiments.bench.flower_sweep import bench_flower_sweep
 from experiments.bench.gpu import bench_gpu
@@ -44,7 +47,7 @@ from experiments.bench.tracking import bench_tracking
 BENCHMARKS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "overhead": bench_overhead, "step": bench_step, "scale": bench_scale, "startup": bench_startup,
     "flower_sweep": bench_flower_sweep, "federation": bench_federation, "gpu": bench_gpu,
-    "tracking": bench_tracking, "sweep": bench_sweep,
+    "tracking": bench_tracking, "sweep": bench_sweep, "clients": bench_clients,
 }  # fmt: skip
 
 
@@ -77,6 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         default=["epoch", "equal"],
         help="scale: workloads (epoch: one local epoch; equal: the same steps for every client)",
     )
+    p.add_argument(
+        "--per-round", type=int, nargs="+", default=list(PER_ROUND), help="clients: clients per round"
+    )
+    p.add_argument(
+        "--workloads", nargs="+", choices=sorted(WORKLOADS), default=list(WORKLOADS), help="clients: datasets"
+    )
+    p.add_argument("--profile", action="store_true", help="clients: also profile one in-process run")
     p.add_argument("--out", default=None, help="JSON file (default docs/bench/<name>.json)")
     args = p.parse_args(argv)
     save(args.name, BENCHMARKS[args.name](args), args.out)

@@ -11,10 +11,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fedwsa.device import peak_memory_mb, release, reset_peak_memory, resolve_device, set_deterministic
+from fedwsa.device import (
+    peak_memory_mb,
+    release,
+    reset_peak_memory,
+    resolve_device,
+    seed_torch,
+    set_deterministic,
+)
 from fedwsa.regularizers import make_regularizer
 from fedwsa.run.config import ExperimentConfig
-from fedwsa.run.factory import client_data, new_model
+from fedwsa.run.factory import client_data, client_model
 from fedwsa.run.wire import TrainReply, TrainSettings
 from fedwsa.train import derive_seed, train
 from fedwsa.wsa import scoped_names
@@ -52,16 +59,16 @@ def local_round(
     device = resolve_device(cfg.device)
     set_deterministic(cfg.deterministic)
     x, y = client_data(cfg, partition_id, device)
-    model = new_model(cfg).to(device)  # initialised on the CPU: the same on every device
+    model = client_model(cfg, device)  # every parameter and buffer overwritten now
     model.load_state_dict(state)
-    names = scoped_names(model, settings.wsa_scope_all)
+    names = scoped_names(model, settings.wsa_scope_all) if settings.wsa_lambda > 0 else []  # WSA's only
     regularizer = make_regularizer(
         model, proximal_mu=settings.proximal_mu, wsa_lambda=settings.wsa_lambda,
         target=settings.target, names=names, distance=settings.wsa_distance, normalize=settings.wsa_normalize,
         correction={k: v.to(device) for k, v in correction.items()} if correction else None,
     )  # fmt: skip
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
-    torch.manual_seed(seed)
+    seed_torch(seed)
     reset_peak_memory(device)
     result = train(
         model, x, y, epochs=settings.epochs, steps=settings.local_steps, lr=settings.lr,
@@ -70,8 +77,9 @@ def local_round(
         regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
         precision=cfg.precision,
     )  # fmt: skip
-    new_state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    # copies: the model object is the next round's too (on the GPU, .cpu() copies anyway)
+    new_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     peak = peak_memory_mb(device)
-    del model, regularizer, x, y
-    release(device)  # nothing of this round stays on the GPU but the cached dataset
+    del regularizer, x, y
+    release(device)  # nothing of this round stays on the GPU but the cached dataset and model
     return new_state, TrainReply(result.num_examples, result.loss, peak)
