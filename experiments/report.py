@@ -17,6 +17,7 @@ from pathlib import Path
 
 from experiments.plots import plot_accuracy, plot_scopes
 from experiments.summary import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
+from fedwsa.run.results import RunFolder
 
 
 def _pm(mean: float, std: float, n: int) -> str:
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for d in unfinished:
-        print(f"[fedwsa] skipping unfinished run {d}", file=sys.stderr)
+        run = RunFolder(d)
+        how = run.status()
+        if how == "interrupted":
+            how += f" ({run.metrics().get('signal')} after round {run.metrics().get('last_round')})"
+        print(f"[fedwsa] skipping an unfinished run, {how}: {d}", file=sys.stderr)
     label_runs(runs)
     groups = group_runs(runs)
     target = a.target or 0.9 * max(max(r.accuracy) for r in runs)

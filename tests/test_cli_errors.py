@@ -189,3 +189,73 @@ def test_a_diverged_inprocess_run_is_one_line_exit_1_and_recorded_as_failed(tmp_
     assert e.value.code == 1 and err[-1].startswith("error: the run failed: 1 rounds in a row without")
     assert "Traceback" not in "\n".join(err)
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
+
+
+def _run_inprocess(overrides):
+    """``execute`` of an in-process run, the process's signal handlers restored after; the exit
+    code (None: it finished)."""
+    from experiments.launch.inprocess import run_inprocess
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["engine=inprocess", *overrides])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        execute(cfg, run_inprocess, "test")
+        return None
+    except SystemExit as e:
+        return e.code
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
+def test_sigterm_mid_run_says_interrupted_and_resume_completes_the_same_run(tmp_path, capsys, monkeypatch):
+    """SIGTERM after round 1 of 3 (in process): exit 130, metrics.json says interrupted with
+    the signal and the last round, and resume=true ends with the uninterrupted run's rows."""
+    import os
+
+    import strategies.rounds as rounds
+    from experiments.launch import processes
+    from tests.helpers import metrics
+
+    monkeypatch.setattr(processes, "_interrupted", False)  # restored after the test, as _signal
+    monkeypatch.setattr(processes, "_signal", 0)
+    record = rounds.Session.record
+
+    def record_then_sigterm(self, rnd, updates, failed):
+        record(self, rnd, updates, failed)
+        if rnd == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    common = ["num_clients=3", "num_rounds=3", "strategy=fedwsa"]
+    assert _run_inprocess([*common, f"out_dir={tmp_path / 'whole'}"]) is None
+    monkeypatch.setattr(rounds.Session, "record", record_then_sigterm)
+
+    code = _run_inprocess([*common, f"out_dir={tmp_path / 'cut'}"])
+
+    doc = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert code == 130 and "resume=true continues it" in capsys.readouterr().err
+    assert (doc["status"], doc["signal"], doc["last_round"]) == ("interrupted", "SIGTERM", 1)
+    assert [r["round"] for r in doc["rounds"]] == [0, 1]
+
+    monkeypatch.setattr(rounds.Session, "record", record)
+    monkeypatch.setattr(processes, "_interrupted", False)
+    assert _run_inprocess([*common, f"out_dir={tmp_path / 'cut'}", "resume=true"]) is None
+    assert metrics(tmp_path / "cut") == metrics(tmp_path / "whole")
+
+
+def test_a_ray_address_where_no_ray_answers_fails_at_once_in_one_line(tmp_path, capsys):
+    from experiments.launch.simulation import simulate
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["ray_address=127.0.0.1:1", f"out_dir={tmp_path}"])
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as e:
+            execute(cfg, simulate, "test")
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and len(err) == 1
+    assert err[0].startswith("error: ray_address=127.0.0.1:1: no Ray answers there")

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from experiments.launch import PROJECT_DIR
-from experiments.launch.processes import LaunchError, check_interrupted, on_interrupt
+from experiments.launch.processes import LaunchError, check_interrupted, interrupting_signal, on_interrupt
 from fedwsa.data import DatasetUnavailable
 from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
@@ -29,7 +29,7 @@ from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
 from fedwsa.run.factory import experiment_data, new_model, partition_sizes, release_data
-from fedwsa.run.results import RunFolder
+from fedwsa.run.results import RunFolder, mark_interrupted
 from fedwsa.run.splits import read_split
 from fedwsa.run.tracking import missing_extras, mlflow_uri
 from fedwsa.wsa import model_scope, scoped_names, stable_lambda
@@ -312,7 +312,11 @@ def execute(cfg: DictConfig, launch: Callable[[ExperimentConfig], None], what: s
         prepare(exp)
         print(f"[fedwsa] {exp.strategy.name} on {exp.dataset.name}, {exp.num_clients} clients, "
               f"{exp.num_rounds} rounds, {what} -> {exp.out_dir}", flush=True)  # fmt: skip
-        launch(exp)
+        try:
+            launch(exp)
+        except KeyboardInterrupt:  # every process of the run is stopped by now: say so in its results
+            mark_interrupted(exp.out_dir, interrupting_signal())
+            raise
         print(f"[fedwsa] results written to {exp.out_dir}", flush=True)
 
 
@@ -331,4 +335,4 @@ def report_errors() -> Iterator[None]:
     except OSError as e:  # a file or folder that cannot be read or written (disk full)
         fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1)
     except KeyboardInterrupt:
-        fail("interrupted; every process this run started has been stopped", 130)
+        fail("interrupted; every process this run started has been stopped (resume=true continues it)", 130)

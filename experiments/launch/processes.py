@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -44,6 +45,7 @@ class LaunchError(RuntimeError):
 
 
 _interrupted = False
+_signal = 0  # the signal that interrupted the run
 
 
 def on_interrupt(signum: int, frame: FrameType | None) -> None:
@@ -52,8 +54,9 @@ def on_interrupt(signum: int, frame: FrameType | None) -> None:
     raised in a finaliser is printed ("Exception ignored in ...") and dropped: the run
     would go on as if Ctrl-C had never come (seen in CI). The launcher's loops call
     :func:`check_interrupted`, so a dropped interrupt still stops the run."""
-    global _interrupted
+    global _interrupted, _signal
     _interrupted = True
+    _signal = _signal or signum
     raise KeyboardInterrupt
 
 
@@ -61,6 +64,12 @@ def check_interrupted() -> None:
     """Raise ``KeyboardInterrupt`` if SIGINT or SIGTERM came (see :func:`on_interrupt`)."""
     if _interrupted:
         raise KeyboardInterrupt
+
+
+def interrupting_signal() -> str:
+    """The name of the signal that interrupted this process (``SIGINT`` for Ctrl-C, also
+    when Python raised ``KeyboardInterrupt`` before our handler was installed)."""
+    return signal.Signals(_signal).name if _signal else "SIGINT"
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ client's share, and Flower's simulation settings from the config."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 from experiments.launch.processes import LaunchError
@@ -12,6 +13,25 @@ from fedwsa.run.config import ExperimentConfig
 
 AUTO_CLIENT_GPUS = 0.25
 """``client_gpus=-1`` on a CUDA machine: four clients share a GPU (see the README)."""
+
+
+def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
+    """Raise :class:`LaunchError` unless a Ray head answers at ``ray_address`` (``host:port``,
+    or ``ray://host:port``): Flower's simulation otherwise evaluates round 0 and then waits,
+    silently, for a cluster that is not there. ``auto`` is left to Ray (it reads the address
+    of the cluster started on this machine)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"ray_address: expected auto or host:port, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise LaunchError(
+            f"ray_address={address}: no Ray answers there ({e.strerror or e}); start the cluster "
+            "(ray start --head) or fix the address"
+        ) from None
 
 
 def client_gpus(cfg: ExperimentConfig) -> float:

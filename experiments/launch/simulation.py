@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from experiments.launch.processes import free_port, process_group
-from experiments.launch.resources import allocation, check_client_cpus, federation
+from experiments.launch.resources import allocation, check_client_cpus, check_ray_address, federation
 from experiments.launch.submit import check_finished, submit, write_run_config
 from experiments.launch.superlink import flower_env, start_superlink, write_connection
 from fedwsa.run.config import ExperimentConfig
@@ -23,6 +23,8 @@ def simulate(cfg: ExperimentConfig) -> None:
     that Ray cluster (Ray's own ``RAY_ADDRESS``, read by the simulation process that the
     SuperLink starts), and its clients run on every node of it."""
     out = Path(cfg.out_dir)
+    if cfg.ray_address:
+        check_ray_address(cfg.ray_address)
     with tempfile.TemporaryDirectory(prefix="fedwsa-flwr-") as home, process_group() as procs:
         env = flower_env(Path(home))
         env.pop("RAY_ADDRESS", None)  # a user's own RAY_ADDRESS must not redirect the run

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def status(job: Job) -> str:
-    """finished | failed | stopped | running | absent, from the run's metrics.json."""
+    """finished | failed | interrupted | running | absent, from the run's metrics.json."""
     return RunFolder(job.out_dir).status()
 
 

@@ -10,7 +10,9 @@ Files in the run's output directory:
 - ``model.pt``: the final global ``state_dict``;
 - ``checkpoints/``: the server's checkpoints (see :mod:`fedwsa.run.checkpoint`).
 
-``status`` is ``running``, ``finished`` or ``failed`` (then ``error`` says why).
+``status`` is ``running``, ``finished``, ``failed`` (then ``error`` says why) or
+``interrupted`` (stopped by Ctrl-C or SIGTERM: ``signal`` and ``last_round`` say how far it got;
+:func:`mark_interrupted`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,22 @@ class RunLog:
         self.write("finished")
 
 
+def mark_interrupted(out_dir: str | Path, signal_name: str) -> bool:
+    """After Ctrl-C or SIGTERM stopped a run (and every process of it): a ``metrics.json``
+    that still says ``running`` says ``interrupted``, with the signal and the last completed
+    round; its rows stay as they are, and ``resume=true`` continues from the last checkpoint.
+    Returns whether it changed the file (a run that had finished, failed or not started is
+    left alone)."""
+    path = Path(out_dir) / "metrics.json"
+    doc = RunFolder(out_dir).metrics()
+    if doc.get("status") != "running":
+        return False
+    rows = doc.get("rounds") or []
+    doc.update(status="interrupted", signal=signal_name, last_round=rows[-1]["round"] if rows else None)
+    atomic_write(path, json.dumps(doc, indent=1))
+    return True
+
+
 # --- the one reader of a run's folder ---------------------------------------------------
 ENDED = ("finished", "failed")
 """The statuses of a run that will not run again."""
@@ -160,7 +178,7 @@ class RunFolder:
         return doc if isinstance(doc, dict) else {}
 
     def status(self) -> str:
-        """``finished``, ``failed``, ``running`` (or stopped mid-way), or ``absent``."""
+        """``finished``, ``failed``, ``interrupted``, ``running`` (or killed mid-way), or ``absent``."""
         return str(self.metrics().get("status", "absent"))
 
     def ended(self) -> bool:
