@@ -17,10 +17,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.launch.preflight import fail, report_errors
+from experiments.launch.processes import LaunchError
 from experiments.plots import plot_connect
 from fedwsa.connectivity import ConnectSettings, run_connect
-from fedwsa.data import load_dataset
+from fedwsa.data import Dataset, load_dataset
+from fedwsa.models import build_model
 from fedwsa.run.config import ConfigError
+from fedwsa.wsa import model_scope, scoped_names, stable_lambda
 
 CHOICES = {
     "subsets": ("full", "halves", "dirichlet"),
@@ -77,6 +80,21 @@ def settings(cfg: DictConfig) -> ConnectSettings:
     return s
 
 
+def warn_unstable(s: ConnectSettings, ds: Dataset) -> None:
+    """One line when ``wsa.lambda`` is past the WSA term's stable range for SGD at the initial
+    target (``fedwsa.wsa.stable_lambda``), as ``experiments.run`` warns."""
+    model = build_model(s.model, ds.input_shape, ds.num_classes, s.hidden)
+    names = scoped_names(model)
+    params = dict(model.named_parameters())
+    target, sizes = model_scope(model, names), [params[n].numel() for n in names]
+    bound, worst = stable_lambda(target, sizes, s.distance, "none", s.lr, s.momentum)
+    if s.wsa_lambda >= bound:
+        print(f"[fedwsa] warning: wsa.lambda={s.wsa_lambda:g} is beyond the stable range of the WSA term "
+              f"for SGD at lr={s.lr:g}, momentum={s.momentum:g} (lambda < {bound:.3g} at the initial "
+              f"target; most curved: {names[worst]}): expect the WSA models to diverge",
+              flush=True)  # fmt: skip
+
+
 @hydra.main(config_path="conf", config_name="connect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with report_errors():
@@ -87,9 +105,17 @@ def main(cfg: DictConfig) -> None:
             cfg.dataset.name, str(Path(cfg.dataset.root).expanduser().resolve()), cfg.dataset.download
         )
         print(f"[fedwsa] {s.num_models} models on {ds.name}, plain vs WSA (lambda={s.wsa_lambda}) -> {out}")
+        warn_unstable(s, ds)
         res = run_connect(s, ds)
         res["config"] = OmegaConf.to_container(cfg, resolve=True)
         (out / "results.json").write_text(json.dumps(res, indent=1))
+        bad = {v: res[v]["diverged"] for v in ("plain", "wsa") if res[v]["diverged"]}
+        if bad:  # its barriers are not computed: say so, keep what was written, exit 1
+            what = "; ".join(f"{v}: model(s) {', '.join(map(str, ks))}" for v, ks in bad.items())
+            raise LaunchError(
+                f"training diverged (non-finite weights or loss) for {what}; no barrier or fusion "
+                f"is computed for them (results.json says so, in {out}); lower wsa.lambda or lr"
+            )
         lines = ["a,loss_plain,accuracy_plain,loss_wsa,accuracy_wsa"]
         for p, w in zip(res["plain"]["path"], res["wsa"]["path"], strict=True):
             lines.append(f"{p['a']},{p['loss']},{p['accuracy']},{w['loss']},{w['accuracy']}")

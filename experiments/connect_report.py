@@ -39,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no results.json under {', '.join(map(str, a.paths))}", file=sys.stderr)
         return 2
     results = [json.loads(f.read_text()) for f in files]
+    diverged = [
+        f
+        for f, r in zip(files, results, strict=True)
+        if r["plain"].get("diverged") or r["wsa"].get("diverged")
+    ]
+    for f in diverged:
+        print(f"[fedwsa] leaving out {f.parent}: a model diverged (no barrier)", file=sys.stderr)
+    results = [r for f, r in zip(files, results, strict=True) if f not in diverged]
+    if not results:
+        print("error: every run diverged; nothing to summarise", file=sys.stderr)
+        return 1
     lam = sorted({r["config"]["wsa"]["lambda"] for r in results})
     seeds = sorted(r["config"]["seed"] for r in results)
     lines = [f"{len(results)} runs (seeds {seeds}), wsa.lambda {lam}", "",

@@ -9,6 +9,7 @@ loop, regularizer, scope and fusion functions; no second copy of the math.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -135,7 +136,8 @@ def _train(
     epochs: int,
     target: np.ndarray | None,
     seed: int,
-) -> State:
+) -> tuple[State, bool]:
+    """Train from ``state``; the new state, and whether it and its training loss stayed finite."""
     model.load_state_dict(state)
     names = scoped_names(model)
     reg = make_regularizer(
@@ -146,7 +148,7 @@ def _train(
         distance=s.distance,
     )
     torch.manual_seed(seed)
-    train(
+    result = train(
         model,
         x,
         y,
@@ -158,7 +160,13 @@ def _train(
         regularizer=reg,
         generator=torch.Generator().manual_seed(seed),
     )
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return state, finite(state) and math.isfinite(result.loss)
+
+
+def finite(state: Mapping[str, Tensor]) -> bool:
+    """Every floating-point tensor of ``state`` is finite (no NaN, no Inf)."""
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
 def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
@@ -179,7 +187,7 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
     alphas = np.linspace(0.0, 1.0, s.grid_points)
     out: dict[str, Any] = {"layers": names, "target": target0.tolist(), "alphas": alphas.tolist()}
     for variant, target in (("plain", None), ("wsa", target0)):
-        states = [
+        trained = [
             _train(
                 model,
                 inits[k],
@@ -192,6 +200,12 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
             )
             for k in range(s.num_models)
         ]
+        states = [st for st, _ in trained]
+        diverged = [k for k, (_, ok) in enumerate(trained) if not ok]
+        if diverged:  # no path, barrier or fusion of a model that is not a number
+            out[variant] = {"diverged": diverged, "path": None, "barrier_loss": None,
+                            "barrier_accuracy": None, "scopes": None, "stages": []}  # fmt: skip
+            continue
         align = (
             (names, fused_target([scope_of_state(st, names) for st in states[:2]], s.fusion))
             if s.align
@@ -200,6 +214,7 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
         path = evaluate_path(model, states[0], states[1], ds.x_test, ds.y_test, alphas, align=align)
         mid = interpolate(states[0], states[1], 0.5)
         out[variant] = {
+            "diverged": [],
             "path": path,
             "barrier_loss": barrier([r["loss"] for r in path], alphas),
             "barrier_accuracy": barrier([-r["accuracy"] for r in path], alphas),
@@ -241,7 +256,7 @@ def _multistage(
         )
         if len(merged) > 1:  # retrain each merged model before the next merge
             data = [torch.cat([subsets[k] for k in mem]).unique() for mem in merged_members]
-            states = [
+            retrained = [
                 _train(
                     model,
                     avg,
@@ -254,6 +269,8 @@ def _multistage(
                 )
                 for j, ((avg, target, _, _), d) in enumerate(zip(merged, data, strict=True))
             ]
+            states = [st for st, _ in retrained]
+            stages[-1]["diverged_in_retraining"] = [j for j, (_, ok) in enumerate(retrained) if not ok]
         else:
             states = [merged[0][0]]
         members = merged_members

@@ -13,6 +13,7 @@ from fedwsa.connectivity import (
     average,
     barrier,
     evaluate_path,
+    finite,
     interpolate,
     run_connect,
     stage_groups,
@@ -115,3 +116,48 @@ def test_connect_report_over_seeds(tmp_path, capsys):
     assert "| loss barrier | 2.000 ± 1.414 | 2.000 ± 1.414 |" in table
     assert "| fused accuracy (%) | 60.00 ± 14.14 |" in table
     assert "| endpoint accuracy (%) | 85.00 ± 0.00 |" in table
+
+
+def test_a_diverged_model_is_reported_as_diverged_and_gets_no_barrier():
+    """lambda 1e6 is far past the stable range (about 129 for this mlp at lr 0.05): the WSA
+    models blow up; they are named, and no path, barrier or fusion is computed for them."""
+    s = ConnectSettings(model="mlp", hidden=16, seed=1, num_models=2, epochs=1, lr=0.05, grid_points=3,
+                        wsa_lambda=1e6)  # fmt: skip
+    res = run_connect(s, load_dataset("digits"))
+    assert res["plain"]["diverged"] == [] and len(res["plain"]["path"]) == 3
+    assert res["wsa"]["diverged"] == [0, 1]
+    assert res["wsa"]["path"] is None and res["wsa"]["barrier_accuracy"] is None
+    assert res["wsa"]["stages"] == []
+
+
+def test_finite():
+    assert finite({"w": torch.ones(2), "steps": torch.tensor([3])})
+    assert not finite({"w": torch.tensor([1.0, float("nan")])})
+    assert not finite({"w": torch.tensor([float("inf")])})
+
+
+@pytest.mark.slow
+def test_connect_command_exits_1_in_one_line_when_a_model_diverges(tmp_path):
+    cmd = [sys.executable, "-m", "experiments.connect", f"hydra.run.dir={tmp_path}", "epochs=1",
+           "grid_points=3", "wsa.lambda=1e6"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(err) == 1 and err[0].startswith("error: training diverged")
+    assert "beyond the stable range" in proc.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["wsa"]["diverged"] == [0, 1]
+
+
+def test_connect_report_leaves_out_a_diverged_run(tmp_path, capsys):
+    from experiments.connect_report import main as connect_report
+
+    path = [{"a": 0.0, "loss": 0.5, "accuracy": 0.8}, {"a": 1.0, "loss": 0.5, "accuracy": 0.9}]
+    good = {"diverged": [], "path": path, "barrier_loss": 1.0, "barrier_accuracy": 0.1,
+            "stages": [{"accuracy": [0.5]}]}  # fmt: skip
+    blown = {"diverged": [0], "path": None, "barrier_loss": None, "barrier_accuracy": None, "stages": []}
+    for seed, wsa in enumerate((good, blown)):
+        (tmp_path / str(seed)).mkdir()
+        res = {"config": {"seed": seed, "wsa": {"lambda": 1.0}}, "plain": good, "wsa": wsa}
+        (tmp_path / str(seed) / "results.json").write_text(json.dumps(res))
+    assert connect_report([str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "1 runs (seeds [0])" in captured.out and "leaving out" in captured.err
