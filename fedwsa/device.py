@@ -63,8 +63,8 @@ def seed_torch(seed: int) -> None:
     """``torch.manual_seed(seed)``, less what a process that has not started CUDA does not need.
 
     ``torch.manual_seed`` also queues the seed for CUDA, XPU and MTIA until they start, and
-    each queued call records a traceback: about 0.7 ms a call, paid twice per client round
-    (``python -m experiments.bench clients``). Until CUDA has started in this process only
+    each queued call records a traceback: 0.11 ms a call on the development machine, paid
+    twice per client round (``docs/PERFORMANCE.md`` section 8). Until CUDA has started in this process only
     the CPU generator can be drawn from, so only it is seeded; a client on a GPU seeds after
     its data is on the device, when CUDA has started, and gets ``torch.manual_seed``."""
     if torch.cuda.is_initialized():
