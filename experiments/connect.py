@@ -23,7 +23,7 @@ from fedwsa.connectivity import ConnectSettings, run_connect
 from fedwsa.data import Dataset, load_dataset
 from fedwsa.models import build_model
 from fedwsa.run.config import ConfigError
-from fedwsa.wsa import model_scope, scoped_names, stable_lambda
+from fedwsa.wsa import model_stable_lambda, scoped_names
 
 CHOICES = {
     "subsets": ("full", "halves", "dirichlet"),
@@ -84,14 +84,11 @@ def warn_unstable(s: ConnectSettings, ds: Dataset) -> None:
     """One line when ``wsa.lambda`` is past the WSA term's stable range for SGD at the initial
     target (``fedwsa.wsa.stable_lambda``), as ``experiments.run`` warns."""
     model = build_model(s.model, ds.input_shape, ds.num_classes, s.hidden)
-    names = scoped_names(model)
-    params = dict(model.named_parameters())
-    target, sizes = model_scope(model, names), [params[n].numel() for n in names]
-    bound, worst = stable_lambda(target, sizes, s.distance, "none", s.lr, s.momentum)
+    bound, worst = model_stable_lambda(model, scoped_names(model), s.distance, "none", s.lr, s.momentum)
     if s.wsa_lambda >= bound:
         print(f"[fedwsa] warning: wsa.lambda={s.wsa_lambda:g} is beyond the stable range of the WSA term "
               f"for SGD at lr={s.lr:g}, momentum={s.momentum:g} (lambda < {bound:.3g} at the initial "
-              f"target; most curved: {names[worst]}): expect the WSA models to diverge",
+              f"target; most curved: {worst}): expect the WSA models to diverge",
               flush=True)  # fmt: skip
 
 

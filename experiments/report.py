@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for d in unfinished:
-        run = RunFolder(d)
-        how = run.status()
+        doc = RunFolder(d).metrics()
+        how = str(doc.get("status", "absent"))
         if how == "interrupted":
-            how += f" ({run.metrics().get('signal')} after round {run.metrics().get('last_round')})"
+            how += f" ({doc.get('signal')} after round {doc.get('last_round')})"
         print(f"[fedwsa] skipping an unfinished run, {how}: {d}", file=sys.stderr)
     label_runs(runs)
     groups = group_runs(runs)

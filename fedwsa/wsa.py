@@ -206,6 +206,17 @@ def stable_lambda(
     return float(2 * (1 + momentum) / (lr * h[worst])), worst
 
 
+def model_stable_lambda(
+    model: nn.Module, names: Sequence[str], distance: str, normalize: str, lr: float, momentum: float
+) -> tuple[float, str]:
+    """:func:`stable_lambda` with ``model``'s own scope as the target (the initial target of a
+    run from ``model``): the bound, and the name of the scoped tensor that sets it."""
+    params = dict(model.named_parameters())
+    sizes = [params[n].numel() for n in names]
+    bound, worst = stable_lambda(model_scope(model, names), sizes, distance, normalize, lr, momentum)
+    return bound, names[worst]
+
+
 def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: str) -> np.ndarray:
     r"""Fuse the scopes of K models into one target, with weights normalised to sum 1.
 

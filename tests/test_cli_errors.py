@@ -2,6 +2,7 @@
 started. In process (Hydra's compose API + the entry points' shared ``execute``), so
 the cases cost no interpreter start; tests/test_e2e.py checks the real command line."""
 
+import contextlib
 import dataclasses
 import json
 import signal
@@ -23,15 +24,22 @@ from fedwsa.run.checkpoint import Checkpoint
 from fedwsa.run.config import ExperimentConfig
 
 
+@contextlib.contextmanager
+def _signal_handlers_kept():
+    """``execute`` installs the launcher's SIGINT and SIGTERM handlers: pytest's come back after."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
 def _execute(overrides, capsys):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides)
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as e:
-            execute(cfg, lambda exp: pytest.fail("must not start Flower"), "test")
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    with _signal_handlers_kept(), pytest.raises(SystemExit) as e:
+        execute(cfg, lambda exp: pytest.fail("must not start Flower"), "test")
     return e.value.code, capsys.readouterr().err
 
 
@@ -179,12 +187,8 @@ def test_a_diverged_inprocess_run_is_one_line_exit_1_and_recorded_as_failed(tmp_
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["engine=inprocess", "strategy.wsa_lambda=1e12", "num_rounds=3",
                                  "max_failed_rounds=1", f"out_dir={tmp_path}"])  # fmt: skip
-    handler = signal.getsignal(signal.SIGTERM)
-    try:
-        with pytest.raises(SystemExit) as e:
-            execute(cfg, run_inprocess, "test")
-    finally:
-        signal.signal(signal.SIGTERM, handler)
+    with _signal_handlers_kept(), pytest.raises(SystemExit) as e:
+        execute(cfg, run_inprocess, "test")
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 1 and err[-1].startswith("error: the run failed: 1 rounds in a row without")
     assert "Traceback" not in "\n".join(err)
@@ -192,21 +196,17 @@ def test_a_diverged_inprocess_run_is_one_line_exit_1_and_recorded_as_failed(tmp_
 
 
 def _run_inprocess(overrides):
-    """``execute`` of an in-process run, the process's signal handlers restored after; the exit
-    code (None: it finished)."""
+    """``execute`` of an in-process run; the exit code (None: it finished)."""
     from experiments.launch.inprocess import run_inprocess
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["engine=inprocess", *overrides])
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        execute(cfg, run_inprocess, "test")
+        with _signal_handlers_kept():
+            execute(cfg, run_inprocess, "test")
         return None
     except SystemExit as e:
         return e.code
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
 
 
 def test_sigterm_mid_run_says_interrupted_and_resume_completes_the_same_run(tmp_path, capsys, monkeypatch):
@@ -249,13 +249,8 @@ def test_a_ray_address_where_no_ray_answers_fails_at_once_in_one_line(tmp_path, 
 
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", ["ray_address=127.0.0.1:1", f"out_dir={tmp_path}"])
-    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(SystemExit) as e:
-            execute(cfg, simulate, "test")
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    with _signal_handlers_kept(), pytest.raises(SystemExit) as e:
+        execute(cfg, simulate, "test")
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 1 and len(err) == 1
     assert err[0].startswith("error: ray_address=127.0.0.1:1: no Ray answers there")

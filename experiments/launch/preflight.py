@@ -32,7 +32,7 @@ from fedwsa.run.factory import experiment_data, new_model, partition_sizes, rele
 from fedwsa.run.results import RunFolder, mark_interrupted
 from fedwsa.run.splits import read_split
 from fedwsa.run.tracking import missing_extras, mlflow_uri
-from fedwsa.wsa import model_scope, scoped_names, stable_lambda
+from fedwsa.wsa import model_stable_lambda, scoped_names
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking")
@@ -163,10 +163,11 @@ def machine() -> dict[str, Any]:
 def already_finished(exp: ExperimentConfig) -> bool:
     """True when ``out_dir`` holds a finished run of exactly this config (sweeps skip it)."""
     run = RunFolder(exp.out_dir)
-    if run.status() != "finished" or not run.config():
+    config = run.config()
+    if run.status() != "finished" or not config:
         return False
     try:
-        stored = from_dict(run.config())
+        stored = from_dict(config)
     except (ConfigError, ValueError, KeyError, TypeError):
         return False
     return stored.identity() == exp.identity()
@@ -257,14 +258,12 @@ def warn_unstable_wsa(exp: ExperimentConfig) -> None:
         return
     model = new_model(exp)
     names = scoped_names(model, s.scope_all)
-    params = dict(model.named_parameters())
-    target, sizes = model_scope(model, names), [params[n].numel() for n in names]
-    bound, worst = stable_lambda(target, sizes, s.distance, s.wsa_normalize, exp.lr, exp.momentum)
+    bound, worst = model_stable_lambda(model, names, s.distance, s.wsa_normalize, exp.lr, exp.momentum)
     if s.wsa_lambda >= bound:
         fix = "" if s.wsa_normalize == "per_weight" else ", or set strategy.wsa_normalize=per_weight"
         print(f"[fedwsa] warning: strategy.wsa_lambda={s.wsa_lambda:g} is beyond the stable range of the "
               f"WSA term for SGD at lr={exp.lr:g}, momentum={exp.momentum:g} (lambda < {bound:.3g} at the "
-              f"initial target; most curved: {names[worst]}): expect its sigma to oscillate or diverge; "
+              f"initial target; most curved: {worst}): expect its sigma to oscillate or diverge; "
               f"lower wsa_lambda or lr{fix}", flush=True)  # fmt: skip
 
 

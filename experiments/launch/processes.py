@@ -72,6 +72,19 @@ def interrupting_signal() -> str:
     return signal.Signals(_signal).name if _signal else "SIGINT"
 
 
+def refused(address: str, timeout_s: float = 5.0) -> str | None:
+    """Why ``host:port`` does not accept a TCP connection (the system's reason), or None when it
+    does; ``ValueError`` for an address that is not ``host:port``."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(address)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        return str(e.strerror or e)
+    return None
+
+
 def free_port() -> int:
     """A TCP port that is free on 127.0.0.1 right now."""
     with socket.socket() as s:

@@ -4,10 +4,9 @@ client's share, and Flower's simulation settings from the config."""
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
-from experiments.launch.processes import LaunchError
+from experiments.launch.processes import LaunchError, refused
 from fedwsa.device import resolve_device
 from fedwsa.run.config import ExperimentConfig
 
@@ -22,16 +21,15 @@ def check_ray_address(address: str, timeout_s: float = 5.0) -> None:
     of the cluster started on this machine)."""
     if address == "auto":
         return
-    host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        raise LaunchError(f"ray_address: expected auto or host:port, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
+        why = refused(address.removeprefix("ray://"), timeout_s)
+    except ValueError:
+        raise LaunchError(f"ray_address: expected auto or host:port, got {address!r}") from None
+    if why:
         raise LaunchError(
-            f"ray_address={address}: no Ray answers there ({e.strerror or e}); start the cluster "
+            f"ray_address={address}: no Ray answers there ({why}); start the cluster "
             "(ray start --head) or fix the address"
-        ) from None
+        )
 
 
 def client_gpus(cfg: ExperimentConfig) -> float:

@@ -4,12 +4,11 @@ SuperNodes, and the connection file that ``flwr`` commands use to reach a SuperL
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from experiments.launch.processes import LaunchError, free_port, wait_http
+from experiments.launch.processes import LaunchError, free_port, refused, wait_http
 
 
 def flower_env(flwr_home: Path) -> dict[str, str]:
@@ -86,13 +85,12 @@ def start_supernode(
 
 def probe(address: str, timeout_s: float = 5.0) -> None:
     """Raise :class:`LaunchError` unless ``host:port`` accepts a TCP connection."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise LaunchError(f"federation.superlink: expected host:port, got {address!r}")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        raise LaunchError(f"SuperLink {address} does not answer ({e.strerror or e})") from None
+        why = refused(address, timeout_s)
+    except ValueError:
+        raise LaunchError(f"federation.superlink: expected host:port, got {address!r}") from None
+    if why:
+        raise LaunchError(f"SuperLink {address} does not answer ({why})")
 
 
 def write_connection(flwr_home: Path, name: str, address: str, root_cert: Path | None = None) -> None:

@@ -35,8 +35,8 @@ def run_job(job: Job, session: SweepSession | None = None) -> str:
     run's own errors are printed by it and end in its status, not in this study. A run on
     Flower's engine goes to ``session`` (the study's shared Ray, SuperLink and Flower run, as a
     multirun's jobs), or to a session of its own."""
-    if status(job) in ENDED:
-        return status(job)
+    if (st := status(job)) in ENDED:
+        return st
     from experiments.launch.inprocess import run_inprocess
     from experiments.launch.preflight import execute
     from experiments.launch.sweep_session import SweepSession
