@@ -274,6 +274,29 @@ def test_plain_loop_of_the_overhead_benchmark_does_the_same_work(tmp_path):
         assert [r["test_loss"] for r in plain["rows"]] == [r["test_loss"] for r in _rows(cfg)[0][1:]]
 
 
+def test_plain_loop_of_the_clients_benchmark_does_the_same_work(tmp_path):
+    """experiments.bench clients compares against this loop: the same sampled clients (4 of 20
+    a round, Synthetic data), batches, averaging and evaluation as the server loop, to the bit."""
+    from experiments.bench.clients import plain_loop
+    from experiments.bench.probes import compose_run
+
+    args = [
+        "dataset=synthetic",
+        "num_clients=20",
+        "fraction_train=0.2",
+        "num_rounds=2",
+        "lr=0.01",
+        "strategy=fedavg",
+    ]
+    cfg = compose_run(args, tmp_path / "server")
+    run(InProcessGrid(cfg), cfg, assign=True)
+    plain = plain_loop(args)
+    assert [r["test_accuracy"] for r in plain] == [r["test_accuracy"] for r in _rows(cfg)[0][1:]]
+    assert [r["test_loss"] for r in plain] == [r["test_loss"] for r in _rows(cfg)[0][1:]]
+    with pytest.raises(ValueError, match="FedAvg only"):
+        plain_loop([*args, "strategy=fedwsa"])
+
+
 def test_simulation_assigns_partitions_without_asking_and_gets_the_same_run(tmp_path):
     """In simulation (assign=True) no node is queried and nodes train the partition the
     message names, whatever their own config says: the run is the same as when asked."""

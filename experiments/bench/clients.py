@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from experiments.bench.probes import median, run_cli, table
+from experiments.bench.probes import compose_run, fedavg, median, run_cli, table
 from experiments.launch import PROJECT_DIR
 
 WORKLOADS: dict[str, list[str]] = {
@@ -50,18 +50,6 @@ def overrides(workload: str, per_round: int, rounds: int, seed: int) -> list[str
     return [*args, *COMMON, f"fraction_train={per_round / n:g}", f"num_rounds={rounds}", f"seed={seed}"]
 
 
-def compose(args: list[str], out: str = "unused") -> Any:
-    """The experiment ``experiments.run`` builds from ``args``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from experiments.launch.preflight import CONF_DIR, resolve
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", [*args, f"out_dir={out}"])
-    return resolve(cfg)
-
-
 def plain_loop(args: list[str]) -> list[dict[str, Any]]:
     """FedAvg with nothing but PyTorch, in this process, one thread: per round, the clients the
     server's seeded sampler draws (``strategies.grid``), each trained from the global model on
@@ -75,7 +63,9 @@ def plain_loop(args: list[str]) -> list[dict[str, Any]]:
     from fedwsa.train import derive_seed, evaluate, local_batches
 
     torch.set_num_threads(1)
-    cfg = compose(args)
+    cfg = compose_run(args)
+    if cfg.strategy.name != "fedavg":
+        raise ValueError(f"the plain loop is FedAvg only, got strategy={cfg.strategy.name}")
     data = experiment_data(cfg)
     model = new_model(cfg)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -98,12 +88,7 @@ def plain_loop(args: list[str]) -> list[dict[str, Any]]:
                 F.cross_entropy(model(xb), yb).backward()
                 opt.step()
             replies.append(({k: v.numpy().copy() for k, v in model.state_dict().items()}, int(x.shape[0])))
-        total = float(sum(n for _, n in replies))
-        agg: dict[str, np.ndarray] = {}
-        for params, n in replies:  # Flower's FedAvg: sum of w_i * (n_i / total), in partition order
-            for k, v in params.items():
-                agg[k] = v * (n / total) if k not in agg else agg[k] + v * (n / total)
-        state = {k: torch.from_numpy(v) for k, v in agg.items()}
+        state = {k: torch.from_numpy(v) for k, v in fedavg(replies).items()}  # in partition order
         model.load_state_dict(state)
         loss, acc = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
         rows.append({"round": rnd, "test_accuracy": acc, "test_loss": loss,
@@ -128,7 +113,7 @@ def profile_inprocess(args: list[str], top: int = 25) -> str:
     from experiments.launch.inprocess import run_inprocess
 
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:
-        cfg = compose(args, tmp)
+        cfg = compose_run(args, tmp)
         prof = cProfile.Profile()
         prof.runcall(run_inprocess, cfg)
     buf = io.StringIO()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from experiments.bench.probes import median, table
+from experiments.bench.probes import compose_run, median, table
 from fedwsa.run.results import RunFolder
 
 GPU_ARGS = [
@@ -38,15 +38,6 @@ CPU_ARGS = [
     "strategy=fedavg",
     "engine=inprocess",
 ]
-
-
-def _cfg(args: list[str], out: Path) -> Any:
-    from hydra import compose, initialize_config_dir
-
-    from experiments.launch.preflight import CONF_DIR, resolve
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        return resolve(compose("config", [*args, f"out_dir={out}"]))
 
 
 def _utilisation(device: torch.device) -> float | None:
@@ -111,7 +102,7 @@ def bench_gpu(args: argparse.Namespace) -> dict[str, Any]:
         for precision in ("fp32", "bf16"):
             fed, plain, util = [], [], []
             for rep in range(args.repeat):
-                cfg = _cfg(
+                cfg = compose_run(
                     [*base, f"precision={precision}", f"seed={args.seed}"], Path(tmp) / f"{precision}{rep}"
                 )
                 run_inprocess(cfg)

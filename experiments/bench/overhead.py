@@ -17,24 +17,13 @@ import numpy as np
 import psutil
 import torch
 
-from experiments.bench.probes import Busy, median, run_cli, table
+from experiments.bench.probes import Busy, compose_run, fedavg, median, run_cli, table
 
 OVERHEAD_ARGS = [
     "dataset=fmnist", "num_clients=10", "partition.alpha=0.5", "epochs=1", "num_rounds=5",
     "batch_size=64", "lr=0.01", "momentum=0.9", "weight_decay=1e-5", "strategy=fedavg",
     "client_cpus=1", "client_threads=1",
 ]  # fmt: skip
-
-
-def _overhead_cfg(seed: int) -> Any:
-    """The experiment the CLI builds from ``OVERHEAD_ARGS`` (Hydra's compose API)."""
-    from hydra import compose, initialize_config_dir
-
-    from experiments.launch.preflight import CONF_DIR, resolve
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", [*OVERHEAD_ARGS, f"seed={seed}", "out_dir=unused"])
-    return resolve(cfg)
 
 
 _CFG: Any = None
@@ -84,12 +73,7 @@ def plain_federation(cfg: Any, workers: int, shuffle_seed: int | None = None) ->
             t = time.perf_counter()
             order = rng.permutation(cfg.num_clients) if shuffle_seed is not None else range(cfg.num_clients)
             replies = sorted(pool.map(_client, [(rnd, int(pid), state) for pid in order], chunksize=1))
-            total = float(sum(n for _, _, n in replies))
-            agg: dict[str, np.ndarray] = {}
-            for _, params, n in replies:
-                for k, v in params.items():
-                    agg[k] = v * (n / total) if k not in agg else agg[k] + v * (n / total)
-            state = agg
+            state = fedavg([(params, n) for _, params, n in replies])
             model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
             torch.set_num_threads(1)
             loss, acc = evaluate(model, data.x_test, data.y_test, cfg.eval_batch_size)
@@ -101,7 +85,7 @@ def plain_federation(cfg: Any, workers: int, shuffle_seed: int | None = None) ->
 
 
 def bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    cfg = _overhead_cfg(args.seed)
+    cfg = compose_run([*OVERHEAD_ARGS, f"seed={args.seed}"])
     variants = ["fedwsa", "plain", "plain_random_order"]
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory(prefix="fedwsa-bench-") as tmp:

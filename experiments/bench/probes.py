@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 
@@ -34,6 +35,28 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "load_average_at_start": [round(x, 2) for x in psutil.getloadavg()],
     }
+
+
+def compose_run(args: list[str], out: str | Path = "unused") -> Any:
+    """The experiment ``experiments.run`` builds from the overrides ``args`` (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.launch.preflight import CONF_DIR, resolve
+
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", [*args, f"out_dir={out}"])
+    return resolve(cfg)
+
+
+def fedavg(replies: list[tuple[dict[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
+    """Flower's FedAvg arithmetic over ``(parameters, num_examples)`` in the order given:
+    the sum of ``w_i * (n_i / total)`` (what a plain loop must do to match it bit for bit)."""
+    total = float(sum(n for _, n in replies))
+    agg: dict[str, np.ndarray] = {}
+    for params, n in replies:
+        for k, v in params.items():
+            agg[k] = v * (n / total) if k not in agg else agg[k] + v * (n / total)
+    return agg
 
 
 def median(xs: list[float]) -> float:
