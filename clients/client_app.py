@@ -1,8 +1,8 @@
 """One ClientApp for all algorithms: decode, call the core, encode.
 
 The experiment (data, model, seeds) comes from Flower's run config (in a sweep's Flower
-run, with each train message); the algorithm settings come with each train message. All
-algorithm settings at 0 is FedAvg.
+run, with each train message); the algorithm's settings and per-client state come with each train message, and
+``fedwsa.regularizers`` turns them into the client terms: this file names no algorithm.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from fedwsa.run.wire import (
     PARTITION_ID,
     RAY_NODE,
     RUN_CONFIG_KEY,
-    SCAFFOLD_CORRECTION,
     WHERE,
     decode_train,
     encode_reply,
@@ -59,12 +58,12 @@ def train(msg: Message, context: Context) -> Message:
     if not text:
         raise ValueError(f"neither the run config nor the message holds the experiment ({RUN_CONFIG_KEY})")
     cfg = _config(str(text))
-    settings = decode_train(msg.content[CONFIG])
+    settings = decode_train(msg.content[CONFIG], ignore=frozenset({EXPERIMENT, PARTITION_ID}))
     state = msg.content[ARRAYS].to_torch_state_dict()  # type: ignore[union-attr]
     pid = _partition_id(context, msg)
-    correction = msg.content.get(SCAFFOLD_CORRECTION)  # SCAFFOLD's c - c_i, if it is SCAFFOLD
-    c_minus_ci = correction.to_torch_state_dict() if isinstance(correction, ArrayRecord) else None
-    new_state, reply = local_round(cfg, pid, state, settings, c_minus_ci)
+    # per-client state the strategy sent beside the model (SCAFFOLD's c - c_i, FedDyn's g_k)
+    extra = {k: r.to_torch_state_dict() for k, r in msg.content.array_records.items() if k != ARRAYS}
+    new_state, reply = local_round(cfg, pid, state, settings, extra)
     content = RecordDict({
         ARRAYS: ArrayRecord(new_state), METRICS: MetricRecord(encode_reply(reply)),
         WHERE: ConfigRecord({RAY_NODE: _ray_node()}),

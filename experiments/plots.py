@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from strategies import registry
+
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.dpi": 150})
 VARIANT_STYLE = {"plain": ("tab:gray", "without WSA"), "wsa": ("tab:red", "with WSA")}
 
@@ -50,14 +52,15 @@ def _band(
 
 
 def _colors(labels: list[str]) -> dict[str, str]:
-    """Blue FedAvg, green FedProx, red FedWSA, purple SCAFFOLD, orange FedNova; distinct
-    colours where one strategy has several labels in the same panel (a tuning sweep)."""
-    base = {"fedavg": "tab:blue", "fedprox": "tab:green", "fedwsa": "tab:red", "scaffold": "tab:purple",
-            "fednova": "tab:orange"}  # fmt: skip
-    extra = iter(["tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy"])
+    """Each algorithm's own colour (``strategies.registry``: blue FedAvg, green FedProx, red
+    FedWSA, ...); distinct colours where one algorithm has several labels in the same panel
+    (a tuning sweep)."""
     names = [lab.split(",")[0] for lab in labels]
+    used = {registry.color(n) for n in names}
+    extra = iter([c for c in ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray", "gold", "navy",
+                              "lime", "indigo", "salmon") if c not in used])  # fmt: skip
     return {
-        lab: base[n] if n in base and names.count(n) == 1 else next(extra, "black")
+        lab: registry.color(n) if names.count(n) == 1 else next(extra, "black")
         for lab, n in zip(labels, names, strict=True)
     }
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fedwsa.run.results import RunFolder
+from strategies.registry import strength
 
 # Keys that may differ between the runs of one report: what a sweep varies (strategy and
 # its knobs, alpha, seeds) and settings that do not change the experiment.
@@ -19,8 +20,6 @@ VARYING = ("strategy.", "partition.alpha", "seed", "seeds.", "out_dir", "verbose
            "node_wait_s", "round_timeout_s", "federation.", "eval_batch_size", "resume",
            "checkpoint_every", "max_failed_rounds", "update_clip", "tracking.")  # fmt: skip
 SERVER_KNOBS = ("update_clip",)  # server-side options, labelled when they vary
-KNOBS = ("proximal_mu", "wsa_lambda", "distance", "fusion", "align_global", "scope_all", "wsa_normalize")
-OWN_KNOB = {"fedprox": ("proximal_mu",), "fedwsa": ("wsa_lambda",)}
 
 
 class ReportError(ValueError):
@@ -94,17 +93,18 @@ def check_comparable(runs: list[Run]) -> None:
 
 
 def label_runs(runs: list[Run]) -> None:
-    """Label = strategy name, its own strength (mu, lambda), and any knob that varies."""
+    """Label = strategy name, its strength (the unit's ``strength``: FedProx's mu, FedWSA's
+    lambda), and any of its knobs that varies between its runs."""
     for name in {r.config["strategy"]["name"] for r in runs}:
         same = [r for r in runs if r.config["strategy"]["name"] == name]
-        varying = [
-            k
-            for k in KNOBS
-            if k in OWN_KNOB.get(name, ()) or len({str(r.config["strategy"][k]) for r in same}) > 1
+        knobs = sorted({k for r in same for k in r.config["strategy"] if k != "name"})
+        own = strength(name)
+        varying = [k for k in own if k in knobs] + [
+            k for k in knobs if k not in own and len({str(r.config["strategy"].get(k)) for r in same}) > 1
         ]
         server = [k for k in SERVER_KNOBS if len({str(r.config.get(k)) for r in runs}) > 1]
         for r in same:
-            r.label = name + "".join(f", {k}={r.config['strategy'][k]}" for k in varying)
+            r.label = name + "".join(f", {k}={r.config['strategy'].get(k)}" for k in varying)
             r.label += "".join(f", {k}={r.config.get(k)}" for k in server)
 
 

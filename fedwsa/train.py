@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fedwsa.device import autocast
-from fedwsa.regularizers import Regularizer
+from fedwsa.terms import Regularizer
 
 
 def derive_seed(*parts: int) -> int:
@@ -77,7 +77,8 @@ def sgd_step(
     fused: bool = True,
     precision: str = "fp32",
 ) -> Tensor:
-    """One optimiser step on ``cross_entropy + regularizer(model)``; returns the task loss.
+    """One optimiser step on ``cross_entropy + regularizer(model)`` (and the regularizer's
+    batch term, :meth:`fedwsa.terms.Regularizer.batch_term`); returns the task loss.
 
     ``fused`` adds the regularizer's gradient in closed form after the task loss's
     backward (as cheap as weight decay); ``fused=False`` differentiates
@@ -86,14 +87,18 @@ def sgd_step(
     regularizer and the parameters stay fp32.
     """
     opt.zero_grad(set_to_none=True)
+    extra = None
     with autocast(xb.device, precision):
         task = F.cross_entropy(model(xb), yb)
+        if regularizer is not None:
+            extra = regularizer.batch_term(model, xb)  # MOON's; None for weight-only terms
+    loss = task if extra is None else task + extra
     if regularizer is None or fused:
-        task.backward()
+        loss.backward()
         if regularizer is not None:
             regularizer.add_grad(model)
     else:
-        (task + regularizer(model)).backward()
+        (loss + regularizer(model)).backward()
     opt.step()
     return task
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from fedwsa.terms import Arrays, ClientTerm, Regularizer
 
 EPS = 1e-8
 """``eps`` inside the square root of ``sigma``; keeps the KL finite for constant tensors."""
@@ -275,3 +277,98 @@ def align_to_scope(
         mu, sigma = array_scope(w)
         out[name] = (mu_t + (w.astype(np.float64) - mu) * (sigma_t / sigma)).astype(w.dtype)
     return out
+
+
+class WSA(Regularizer):
+    r"""WSA: :math:`\lambda \sum_l D(N(\mu_l,\sigma_l^2)\|N(\mu^*_l,\sigma^{*2}_l))`.
+
+    The fused gradient of each layer is :func:`add_wsa_grad_`, beside its distance.
+    """
+
+    def __init__(
+        self, target: np.ndarray, names: Sequence[str], lam: float, distance: str, normalize: str = "none"
+    ) -> None:
+        self.target = np.asarray(target, dtype=np.float64).reshape(-1, 2)
+        self.target_t = torch.as_tensor(np.asarray(target), dtype=torch.float32)
+        self.targets = [(float(m), float(s)) for m, s in self.target]
+        self.names, self.lam, self.distance, self.normalize = list(names), lam, distance, normalize
+        if distance not in DISTANCES:
+            raise ValueError(f"unknown distance {distance!r}")
+        self._factors: list[float] | None = None
+
+    def factors(self, params: Mapping[str, Tensor]) -> list[float] | None:
+        """Each layer's ``c_l`` (:func:`layer_factors`); ``None`` for ``none``."""
+        if self.normalize == "none":
+            return None
+        if self._factors is None:
+            sizes = [params[n].numel() for n in self.names]
+            self._factors = layer_factors(self.target, sizes, self.distance, self.normalize).tolist()
+        return self._factors
+
+    def __call__(self, model: nn.Module) -> Tensor:
+        params = dict(model.named_parameters())
+        weights = self.factors(params)
+        return self.lam * wsa_penalty([params[n] for n in self.names], self.target_t, self.distance, weights)
+
+    @torch.no_grad()
+    def add_grad(self, model: nn.Module) -> None:
+        params = dict(model.named_parameters())
+        if len(self.names) != len(self.targets):
+            raise ValueError(f"{len(self.names)} scoped tensors but a target scope of {len(self.targets)}")
+        weights = self.factors(params) or [1.0] * len(self.names)
+        for name, (mu_t, sigma_t), c in zip(self.names, self.targets, weights, strict=True):
+            add_wsa_grad_(params[name], mu_t, sigma_t, self.lam * c, self.distance)
+
+
+# --- the client term and its keys in a train message (sent by strategies/algorithms/fedwsa.py)
+WSA_LAMBDA = "wsa-lambda"
+WSA_DISTANCE = "wsa-distance"
+WSA_SCOPE_ALL = "wsa-scope-all"
+WSA_NORMALIZE = "wsa-normalize"
+TARGET_MU = "wsa-target-mu"
+TARGET_SIGMA = "wsa-target-sigma"
+
+
+def encode_scope(scope: np.ndarray, mu_key: str, sigma_key: str) -> dict[str, list[float]]:
+    s = np.asarray(scope, dtype=np.float64).reshape(-1, 2)
+    return {mu_key: s[:, 0].tolist(), sigma_key: s[:, 1].tolist()}
+
+
+def decode_scope(d: Any, mu_key: str, sigma_key: str) -> np.ndarray:
+    mu, sigma = list(d[mu_key]), list(d[sigma_key])
+    if len(mu) != len(sigma):
+        raise ValueError(f"{mu_key} has {len(mu)} entries but {sigma_key} has {len(sigma)}")
+    return np.array([mu, sigma], dtype=np.float64).T.reshape(-1, 2)
+
+
+def encode_wsa(
+    lam: float, distance: str, scope_all: bool, target: np.ndarray, normalize: str = "none"
+) -> dict[str, Any]:
+    """FedWSA's knobs and the round's target scope, for the round's ``ConfigRecord``."""
+    return {
+        WSA_LAMBDA: lam, WSA_DISTANCE: distance, WSA_SCOPE_ALL: scope_all, WSA_NORMALIZE: normalize,
+        **encode_scope(target, TARGET_MU, TARGET_SIGMA),
+    }  # fmt: skip
+
+
+def make_wsa(
+    target: np.ndarray, names: Sequence[str], lam: float, distance: str, normalize: str = "none"
+) -> Regularizer:
+    """WSA regularizer toward ``target`` (see :class:`WSA`)."""
+    return WSA(target, names, lam, distance, normalize)
+
+
+def _build(model: nn.Module, config: Mapping[str, Any], arrays: Arrays, device: torch.device) -> WSA | None:
+    lam = float(config.get(WSA_LAMBDA, 0.0))
+    if lam <= 0:
+        return None
+    if TARGET_MU not in config:
+        raise ValueError("wsa-lambda > 0 needs a target scope")
+    names = scoped_names(model, bool(config.get(WSA_SCOPE_ALL, False)))
+    target = decode_scope(config, TARGET_MU, TARGET_SIGMA)
+    return WSA(
+        target, names, lam, str(config.get(WSA_DISTANCE, "kl")), str(config.get(WSA_NORMALIZE, "none"))
+    )
+
+
+TERM = ClientTerm("wsa", _build)

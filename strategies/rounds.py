@@ -26,8 +26,8 @@ from fedwsa.run.tracking import Trackers
 from fedwsa.run.wire import EXPERIMENT, FINISHED, PROGRESS, encode_train
 from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
-from strategies.build import build_strategy
 from strategies.grid import PartitionGrid
+from strategies.registry import build_strategy, scope_all
 from strategies.replies import Update, clip, screen
 
 
@@ -54,7 +54,7 @@ class Session:
         _, _, self.x_test, self.y_test = device_data(cfg, self.device)  # moved there once
         self.sizes = partition_sizes(cfg)  # what each client must report
         model = new_model(cfg)
-        self.names = scoped_names(model, cfg.strategy.scope_all)
+        self.names = scoped_names(model, scope_all(cfg))
         self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.strategy = build_strategy(cfg, model, self.names, self.grid, self.sizes)
         self.log = RunLog(cfg.out_dir, self.names)
@@ -74,23 +74,28 @@ class Session:
         self.trackers = Trackers(cfg, self.names, self.done if resumed else None)
         if not resumed:
             self.record(0, None, [])
-        train_config = ConfigRecord(encode_train(train_settings(cfg, 0)))
+        shared = encode_train(train_settings(cfg, 0))
         if self.carry_experiment:  # a sweep's Flower run: its run config names no experiment
-            train_config[EXPERIMENT] = cfg.to_json()
+            shared[EXPERIMENT] = cfg.to_json()
         for rnd in range(self.done + 1, cfg.num_rounds + 1):
             self.rnd = rnd
-            messages = self.strategy.configure_train(rnd, self.arrays, train_config, self.grid)
+            # a fresh record each round: strategies add their own keys to it
+            messages = self.strategy.configure_train(rnd, self.arrays, ConfigRecord(shared), self.grid)
             replies = list(self.grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
             updates, failed = self.check(replies)
             if cfg.update_clip and updates:
                 updates = self.clip(updates)
+            new = None
             if len(updates) < cfg.min_fit_clients:
                 say(f"only {len(updates)} replies (< min_fit_clients={cfg.min_fit_clients}): round skipped")
+            else:
+                new, _ = self.strategy.aggregate_train(rnd, [u.message for u in updates])
+                if new is None:  # e.g. Bulyan with fewer than 4f + 3 replies
+                    say(f"{cfg.strategy.name} could not aggregate {len(updates)} replies: round skipped")
+            if new is None:
                 self.failed_rounds += 1
                 self.record(rnd, None, failed)
             else:
-                new, _ = self.strategy.aggregate_train(rnd, [u.message for u in updates])
-                assert new is not None  # every message has content: checked above
                 self.arrays, self.failed_rounds = new, 0
                 self.record(rnd, updates, failed)
             self.done = rnd

@@ -17,7 +17,7 @@ from experiments.launch.preflight import (
     execute,
     preflight_dirs,
     resolve,
-    warn_unstable_wsa,
+    warn_algorithm,
 )
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import Checkpoint
@@ -113,7 +113,7 @@ def test_already_finished_skips_only_the_same_finished_run(tmp_path):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         exp = resolve(compose("config", [f"out_dir={tmp_path}"]))
     assert not already_finished(exp)  # nothing there
-    (tmp_path / "config.json").write_text(json.dumps({"config": dataclasses.asdict(exp)}))
+    (tmp_path / "config.json").write_text(json.dumps({"config": exp.as_dict()}))
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "running", "rounds": []}))
     assert not already_finished(exp)  # not finished
     (tmp_path / "metrics.json").write_text(json.dumps({"status": "finished", "rounds": []}))
@@ -170,13 +170,13 @@ def test_a_lambda_beyond_sgd_s_stable_range_is_warned_in_one_line(tmp_path, caps
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             return resolve(compose("config", ["dataset=digits", *overrides, f"out_dir={tmp_path}"]))
 
-    warn_unstable_wsa(exp("strategy.wsa_lambda=1.0"))  # well inside: nothing said
+    warn_algorithm(exp("strategy.wsa_lambda=1.0"))  # well inside: nothing said
     assert capsys.readouterr().out == ""
-    warn_unstable_wsa(exp("strategy.wsa_lambda=1000"))
+    warn_algorithm(exp("strategy.wsa_lambda=1000"))
     out = capsys.readouterr().out.strip()
     assert out.count("\n") == 0 and "strategy.wsa_lambda=1000 is beyond the stable range" in out
     assert "set strategy.wsa_normalize=per_weight" in out and "most curved: net." in out
-    warn_unstable_wsa(exp("strategy.wsa_lambda=1000", "strategy.wsa_normalize=per_weight"))
+    warn_algorithm(exp("strategy.wsa_lambda=1000", "strategy.wsa_normalize=per_weight"))
     assert "lambda < 38 " in capsys.readouterr().out  # 2 (1 + 0.9) / (0.05 * 2)
 
 

@@ -9,15 +9,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 import fedwsa.run.factory as factory_module
 from clients.client_app import query, train
 from fedwsa.data import Dataset
+from fedwsa.fedprox import PROXIMAL_MU
 from fedwsa.run.config import ExperimentConfig, StrategyConfig
 from fedwsa.run.factory import client_data, experiment_data, new_model, partitions, release_data
 from fedwsa.run.local_round import local_round, train_settings
-from fedwsa.run.wire import TrainSettings, decode_reply, decode_train, encode_train, encode_wsa
-from fedwsa.wsa import model_scope, scoped_names
-from strategies.build import build_strategy
+from fedwsa.run.wire import TrainSettings, decode_reply, decode_train, encode_train
+from fedwsa.wsa import encode_wsa, model_scope, scoped_names
+from strategies.registry import build_strategy
 
 CFG = ExperimentConfig(
-    num_clients=3, out_dir="/tmp/unused", strategy=StrategyConfig(name="fedwsa", wsa_lambda=0.1)
+    num_clients=3, out_dir="/tmp/unused", strategy=StrategyConfig("fedwsa", wsa_lambda=0.1)
 )
 
 
@@ -26,16 +27,15 @@ def _context(pid):
                    state=RecordDict(), run_config={"fedwsa-config": CFG.to_json()})  # fmt: skip
 
 
-def _settings(model, **kw):
-    names = scoped_names(model)
-    return TrainSettings(server_round=2, lr=0.05, epochs=1, batch_size=16, momentum=0.9,
-                         target=model_scope(model, names), **kw)  # fmt: skip
+def _settings(model):
+    knobs = encode_wsa(0.1, "kl", False, model_scope(model, scoped_names(model)))
+    return TrainSettings(server_round=2, lr=0.05, epochs=1, batch_size=16, momentum=0.9, knobs=knobs)
 
 
 def test_train_handler_replies_with_arrays_and_metrics():
     model = new_model(CFG)
-    settings = _settings(model, wsa_lambda=0.1)
-    config = {**encode_train(settings), **encode_wsa(0.1, "kl", False, settings.target)}
+    settings = _settings(model)
+    config = encode_train(settings)
     content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "config": ConfigRecord(config)})
     msg = Message(content, dst_node_id=5, message_type=MessageType.TRAIN)
     reply = train(msg, _context(1))
@@ -63,12 +63,10 @@ def test_fedprox_mu_sent_by_the_strategy_reaches_the_client():
 
     base = ConfigRecord(encode_train(train_settings(cfg, 1)))
     [msg] = strategy.configure_train(1, ArrayRecord(model.state_dict()), base, OneNode())
-    assert decode_train(msg.content["config"]).proximal_mu == 0.5
+    assert decode_train(msg.content["config"]).knobs[PROXIMAL_MU] == 0.5
     got = train(msg, _context(0)).content["arrays"].to_torch_state_dict()
-    expected, _ = local_round(cfg, 0, model.state_dict(), train_settings(cfg, 1))
-    without, _ = local_round(
-        cfg, 0, model.state_dict(), dataclasses.replace(train_settings(cfg, 1), proximal_mu=0)
-    )
+    expected, _ = local_round(cfg, 0, model.state_dict(), train_settings(cfg, 1, {PROXIMAL_MU: 0.5}))
+    without, _ = local_round(cfg, 0, model.state_dict(), train_settings(cfg, 1))
     assert all(torch.equal(got[k], expected[k]) for k in got)
     assert not all(torch.equal(got[k], without[k]) for k in got)
 
@@ -83,7 +81,8 @@ def test_fedavg_settings_are_plain_training():
     model = new_model(cfg)
     plain = TrainSettings(server_round=1, lr=0.05, epochs=1, batch_size=16)
     a, _ = local_round(cfg, 0, model.state_dict(), plain)
-    b, _ = local_round(cfg, 0, model.state_dict(), dataclasses.replace(plain, target=np.zeros((2, 2))))
+    zero = encode_wsa(0.0, "kl", False, np.zeros((2, 2)))
+    b, _ = local_round(cfg, 0, model.state_dict(), dataclasses.replace(plain, knobs=zero))
     assert all(torch.equal(a[k], b[k]) for k in a)  # a target without lambda changes nothing
 
 

@@ -10,7 +10,7 @@ from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
 from fedwsa.run.factory import client_data, new_model
 from fedwsa.run.local_round import local_round, train_settings
-from fedwsa.wsa import model_scope, scoped_names
+from fedwsa.wsa import encode_wsa, model_scope, scoped_names
 from strategies.rounds import run
 from tests.helpers import metrics
 from tests.inprocess import LocalGrid
@@ -24,7 +24,9 @@ CFG = validate(
 def _round(cfg, pid=1):
     model = new_model(cfg)
     target = model_scope(model, scoped_names(model))
-    return local_round(cfg, pid, model.state_dict(), train_settings(cfg, 1, target=target))
+    return local_round(
+        cfg, pid, model.state_dict(), train_settings(cfg, 1, encode_wsa(1.0, "kl", False, target))
+    )
 
 
 def test_device_names_resolve_or_fail_in_one_line():

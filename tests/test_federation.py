@@ -97,3 +97,16 @@ def test_port_in_use_is_one_line_error(tmp_path):
         proc = _federate(tmp_path, f"federation.port={s.getsockname()[1]}")
     assert proc.returncode == 1 and "address already in use" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["moon"])  # feddyn passes too (50 s more): -k per_client with it added
+def test_per_client_state_travels_in_a_federation_as_in_process(tmp_path, name):
+    """MOON's previous models (like FedDyn's g_k and SCAFFOLD's c_i) live on the server and
+    travel with the train messages to SuperNode processes: the federation gives the
+    in-process run's results."""
+    before = flower_pids()
+    common = (f"strategy={name}", "fraction_train=0.67", "num_rounds=3")  # clients come back with state
+    fed, _ = run_entry(tmp_path, "fed", *common, entry="experiments.federate")
+    assert flower_pids() <= before
+    local, _ = run_entry(tmp_path, "local", *common, "engine=inprocess")
+    assert metrics(fed)[1] == "finished" and same_metrics(fed, local)

@@ -17,7 +17,7 @@ from fedwsa.run.checkpoint import Checkpoint, CheckpointError
 from fedwsa.run.config import ConfigError, ExperimentConfig, StrategyConfig, validate
 from fedwsa.run.factory import new_model
 from fedwsa.run.local_round import local_round, train_settings
-from fedwsa.wsa import model_scope, next_target, scope_of_arrays, scoped_names
+from fedwsa.wsa import encode_wsa, model_scope, next_target, scope_of_arrays, scoped_names
 from strategies.rounds import RunFailed, run
 from tests.faults import KINDS
 from tests.helpers import metrics, placeless
@@ -172,7 +172,10 @@ def _expected_round_one(cfg, good, clip=0.0):
     model = new_model(cfg)
     names = scoped_names(model)
     start = model.state_dict()
-    settings = train_settings(cfg, 1, target=model_scope(model, names))
+    knobs = encode_wsa(
+        cfg.strategy.get("wsa_lambda"), "kl", False, model_scope(model, names)
+    )  # as FedWSA sends
+    settings = train_settings(cfg, 1, knobs)
     results = [local_round(cfg, pid, start, settings) for pid in good]
     if clip:
         base = {k: v.numpy() for k, v in start.items()}

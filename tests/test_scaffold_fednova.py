@@ -1,7 +1,6 @@
 """SCAFFOLD and FedNova against numbers computed by hand (fedwsa/scaffold.py, fedwsa/fednova.py), their
-client-side correction, their strategies on constructed messages, and a bit-identical resume."""
-
-import dataclasses
+client-side correction, and their strategies on constructed messages (with unequal weights, step counts
+and momentum: tests/test_algorithms.py, which also resumes every algorithm)."""
 
 import numpy as np
 import pytest
@@ -9,17 +8,18 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
 from fedwsa.fednova import fednova_aggregate, fednova_norm
-from fedwsa.regularizers import ControlVariate
-from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
+from fedwsa.run.config import ExperimentConfig, validate
 from fedwsa.run.factory import new_model
 from fedwsa.run.local_round import local_round, train_settings
-from fedwsa.scaffold import scaffold_client_control, scaffold_server_control
+from fedwsa.scaffold import (
+    SCAFFOLD_CORRECTION,
+    ControlVariate,
+    scaffold_client_control,
+    scaffold_server_control,
+)
 from fedwsa.train import local_step_count
-from strategies.fednova import FedNova
-from strategies.rounds import run
-from strategies.scaffold import Scaffold
-from tests.helpers import metrics
-from tests.inprocess import Crash, LocalGrid
+from strategies.algorithms.fednova import FedNova
+from strategies.algorithms.scaffold import Scaffold
 
 A = np.array
 
@@ -70,7 +70,7 @@ def test_one_scaffold_step_is_the_plain_step_minus_lr_times_the_correction():
     start = new_model(cfg).state_dict()
     corr = {k: torch.full_like(v, 0.25) for k, v in start.items()}
     plain, _ = local_round(cfg, 1, start, train_settings(cfg, 1))
-    corrected, _ = local_round(cfg, 1, start, train_settings(cfg, 1), corr)
+    corrected, _ = local_round(cfg, 1, start, train_settings(cfg, 1), {SCAFFOLD_CORRECTION: corr})
     for k in plain:  # y = x - lr (g + c - c_i)
         torch.testing.assert_close(corrected[k], plain[k] - cfg.lr * 0.25, rtol=0, atol=1e-6)
 
@@ -116,20 +116,3 @@ def test_fednova_strategy_normalises_by_each_client_s_steps():
     s.configure_train(1, ArrayRecord({"w": Array(A([0.0], np.float32))}), ConfigRecord(), _Grid())
     arrays, _ = s.aggregate_train(1, [_reply(10, [-2.0], 5), _reply(11, [-1.0], 5)])
     np.testing.assert_allclose(arrays["w"].numpy(), [-1.875])  # as computed by hand above
-
-
-@pytest.mark.parametrize("name", ["scaffold", "fednova"])
-def test_a_resumed_run_is_bit_identical(tmp_path, name):
-    """SCAFFOLD's variates (and everything else) survive a crash through the checkpoint."""
-    base = dict(num_clients=4, num_rounds=4, fraction_train=0.5, strategy=StrategyConfig(name=name))
-    whole = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "whole")))
-    run(LocalGrid(whole), whole)
-    cut = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "cut")))
-    with pytest.raises(Crash):
-        run(LocalGrid(cut, crash_in_round=3), cut)
-    resumed = dataclasses.replace(cut, resume=True)
-    run(LocalGrid(resumed), resumed)
-    assert metrics(tmp_path / "cut")[0] == metrics(tmp_path / "whole")[0]
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)

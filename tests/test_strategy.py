@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-from fedwsa.run.wire import TARGET_MU, TARGET_SIGMA, TrainReply, decode_scope, decode_train, encode_reply
-from fedwsa.wsa import array_scope, fuse_scopes
-from strategies.fedwsa import FedWSA
+from fedwsa.run.wire import TrainReply, decode_train, encode_reply
+from fedwsa.wsa import (
+    TARGET_MU,
+    TARGET_SIGMA,
+    WSA_DISTANCE,
+    WSA_LAMBDA,
+    array_scope,
+    decode_scope,
+    fuse_scopes,
+)
+from strategies.algorithms.fedwsa import FedWSA
 from strategies.grid import PartitionGrid
 
 NAMES = ["w"]
@@ -98,7 +106,10 @@ def test_configure_train_sends_target():
     assert cfg["server-round"] == 4 and s.sent[4].tolist() == [[0.25, 0.5]]
     settings = decode_train({**cfg, "lr": 0.1, "local-epochs": 1, "local-steps": 0, "batch-size": 8,
                              "momentum": 0.0, "weight-decay": 0.0})  # fmt: skip
-    assert (settings.wsa_lambda, settings.wsa_distance) == (1.0, "kl")  # FedWSA sends its own knobs
+    assert (settings.knobs[WSA_LAMBDA], settings.knobs[WSA_DISTANCE]) == (
+        1.0,
+        "kl",
+    )  # FedWSA sends its own knobs
 
 
 class FakeGrid:

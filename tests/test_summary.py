@@ -25,7 +25,7 @@ def _write_run(root, name, strategy, seed, alpha, accs, lr=0.05, status="finishe
     round ``skip`` had no replies (no client scopes), as when every reply was rejected."""
     d = root / name
     d.mkdir(parents=True)
-    s = StrategyConfig(name=strategy, wsa_lambda=0.1 if strategy == "fedwsa" else 0.0)
+    s = StrategyConfig(strategy, **({"wsa_lambda": 0.1} if strategy == "fedwsa" else {}))
     cfg = ExperimentConfig(strategy=s, seed=seed, lr=lr, out_dir=str(d))
     cfg = json.loads(cfg.to_json())
     cfg["partition"]["alpha"] = alpha

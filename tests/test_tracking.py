@@ -58,7 +58,7 @@ def test_missing_extra_exits_before_anything_starts(monkeypatch, tmp_path):
         tracking=TrackingConfig(wandb=WandbConfig(enabled=True)), out_dir=str(tmp_path / "o")
     )
     with pytest.raises(ConfigError, match=r'tracking: wandb is not installed: pip install -e "\.\[wandb\]"'):
-        resolve(OmegaConf.create(dataclasses.asdict(exp)))
+        resolve(OmegaConf.create(exp.as_dict()))
     assert not (tmp_path / "o").exists()
     assert (
         exp.identity() == dataclasses.replace(exp, tracking=TrackingConfig()).identity()

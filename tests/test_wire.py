@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, MetricRecord
 
+from fedwsa.fedprox import PROXIMAL_MU
+from fedwsa.regularizers import build_regularizer
 from fedwsa.run.wire import (
-    PROXIMAL_MU,
-    WSA_LAMBDA,
     TrainReply,
     TrainSettings,
     check_reply,
@@ -14,28 +14,33 @@ from fedwsa.run.wire import (
     decode_train,
     encode_reply,
     encode_train,
-    encode_wsa,
 )  # fmt: skip
+from fedwsa.wsa import TARGET_MU, TARGET_SIGMA, WSA, decode_scope, encode_wsa
 
 
 def test_train_settings_round_trip_through_configrecord():
+    target = np.array([[0.1, 0.2], [-0.3, 0.4]])
+    knobs = encode_wsa(0.5, "w2", True, target, "per_weight")
     s = TrainSettings(server_round=3, lr=0.1, epochs=2, local_steps=7, batch_size=16, momentum=0.9,
-                      weight_decay=1e-5, wsa_lambda=0.5, wsa_distance="w2",
-                      wsa_scope_all=True, target=np.array([[0.1, 0.2], [-0.3, 0.4]]))  # fmt: skip
-    s = TrainSettings(**{**s.__dict__, "wsa_normalize": "per_weight"})
-    config = {**encode_train(s), **encode_wsa(0.5, "w2", True, s.target, "per_weight")}
-    back = decode_train(ConfigRecord(config))
-    np.testing.assert_array_equal(back.target, s.target)
-    assert back == TrainSettings(**{**s.__dict__, "target": back.target})
-    assert decode_train(encode_train(TrainSettings(1, 0.1, 1, 8))).target is None
+                      weight_decay=1e-5, knobs=knobs)  # fmt: skip
+    back = decode_train(ConfigRecord(encode_train(s)))
+    assert back == s
+    np.testing.assert_array_equal(decode_scope(back.knobs, TARGET_MU, TARGET_SIGMA), target)
+    assert decode_train(encode_train(TrainSettings(1, 0.1, 1, 8))).knobs == {}
+    assert decode_train({**encode_train(s), "x": 1}, ignore=frozenset({"x"})) == s
 
 
 def test_strategy_knobs_are_the_strategies_own_and_absent_means_fedavg():
-    base = encode_train(TrainSettings(2, 0.1, 1, 8, proximal_mu=0.3, wsa_lambda=2.0))
-    assert not {PROXIMAL_MU, WSA_LAMBDA} & set(base)  # the loop sends no strategy's knobs
-    plain = decode_train(base)
-    assert (plain.proximal_mu, plain.wsa_lambda, plain.target) == (0.0, 0.0, None)
-    assert decode_train({**base, PROXIMAL_MU: 0.3}).proximal_mu == 0.3  # Flower's FedProx key
+    from fedwsa.models import MLP
+
+    model = MLP(4, 2, hidden=3)
+    base = encode_train(TrainSettings(2, 0.1, 1, 8))
+    assert build_regularizer(model, decode_train(base).knobs) is None  # no strategy key: plain SGD
+    prox = build_regularizer(model, decode_train({**base, PROXIMAL_MU: 0.3}).knobs)  # Flower's FedProx key
+    assert prox is not None and prox.mu == 0.3  # type: ignore[attr-defined]
+    target = np.ones((2, 2))
+    wsa = build_regularizer(model, decode_train({**base, **encode_wsa(2.0, "kl", False, target)}).knobs)
+    assert isinstance(wsa, WSA) and wsa.lam == 2.0 and wsa.names == ["net.1.weight", "net.3.weight"]
 
 
 def test_reply_round_trip_through_metricrecord():

@@ -32,14 +32,14 @@ from fedwsa.run.factory import experiment_data, new_model, partition_sizes, rele
 from fedwsa.run.results import RunFolder, mark_interrupted
 from fedwsa.run.splits import read_split
 from fedwsa.run.tracking import missing_extras, mlflow_uri
-from fedwsa.wsa import model_stable_lambda, scoped_names
+from strategies import registry
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking")
 
 # Every key's default, from the one place that defines them (``conf/config.yaml`` starts
 # from this node; the option files only hold what they change).
-_DEFAULTS = dataclasses.asdict(ExperimentConfig())
+_DEFAULTS = ExperimentConfig().as_dict()
 ConfigStore.instance().store(name="fedwsa_defaults", node=_DEFAULTS)
 # experiments.connect (conf/connect.yaml) shares the model and partition option files
 ConfigStore.instance().store(
@@ -57,10 +57,16 @@ def preflight_groups(argv: list[str]) -> None:
 
     Hydra's own messages for these are several lines and exit with 1.
     """
+    chosen = ["fedwsa"]  # conf/config.yaml's default
+    for arg in argv:
+        if arg.startswith("strategy="):
+            chosen = arg.split("=", 1)[1].strip("[]").split(",")
     for arg in argv:
         key = arg.split("=", 1)[0]
         plain = "=" in arg and key[:1].isalpha() and not key.startswith(("hydra.", "hydra/"))
-        if plain and key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
+        if plain and key.startswith("strategy.") and key != "strategy.name":
+            _check_knob(key, chosen)
+        elif plain and key not in GROUPS and not _known(ExperimentConfig, key.split(".")):
             fail(f"{key}: unknown key; see experiments/conf/ for the keys", 2)
         m = re.fullmatch(r"(\w+)=\[?([\w,.\-]*)\]?", arg)
         if not m or m.group(1) not in GROUPS:
@@ -110,6 +116,16 @@ def unwritable(path: Path) -> str | None:
     if not os.access(p, os.W_OK | os.X_OK):
         return f"cannot write to {p} (permission denied)"
     return None
+
+
+def _check_knob(key: str, chosen: list[str]) -> None:
+    """``strategy.<knob>=``: a knob of each registered algorithm chosen (a user's own
+    algorithm's knobs are checked by its settings class, after Hydra)."""
+    for name in chosen:
+        if name in registry.UNITS:
+            knobs = registry.defaults(name)
+            if key.removeprefix("strategy.") not in knobs:
+                fail(f"{key}: not a knob of {name} (its knobs: {', '.join(knobs) or 'none'})", 2)
 
 
 def _known(cls: type, path: list[str]) -> bool:
@@ -214,6 +230,7 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
             raise ConfigError("resume", problem)
         raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
+    registry.check(exp, new_model(exp))  # the algorithm, its knobs, its per-client state's memory
     try:  # `cuda` where this machine has none: one line, before anything starts
         device = resolve_device(exp.device)
     except DeviceUnavailable as e:
@@ -248,23 +265,11 @@ def _abs(path: str) -> str:
     return str(Path(path).expanduser().resolve()) if path else ""
 
 
-def warn_unstable_wsa(exp: ExperimentConfig) -> None:
-    """One line when FedWSA's lambda is beyond the range where SGD with momentum is stable on
-    the WSA term near the initial target (``fedwsa.wsa.stable_lambda``). A warning, not a
-    refusal: the target moves after round 1, the bound ignores the task loss, and a study
-    must be able to run past the edge to find it."""
-    s = exp.strategy
-    if s.name != "fedwsa" or s.wsa_lambda <= 0:
-        return
-    model = new_model(exp)
-    names = scoped_names(model, s.scope_all)
-    bound, worst = model_stable_lambda(model, names, s.distance, s.wsa_normalize, exp.lr, exp.momentum)
-    if s.wsa_lambda >= bound:
-        fix = "" if s.wsa_normalize == "per_weight" else ", or set strategy.wsa_normalize=per_weight"
-        print(f"[fedwsa] warning: strategy.wsa_lambda={s.wsa_lambda:g} is beyond the stable range of the "
-              f"WSA term for SGD at lr={exp.lr:g}, momentum={exp.momentum:g} (lambda < {bound:.3g} at the "
-              f"initial target; most curved: {worst}): expect its sigma to oscillate or diverge; "
-              f"lower wsa_lambda or lr{fix}", flush=True)  # fmt: skip
+def warn_algorithm(exp: ExperimentConfig) -> None:
+    """The algorithm's own warnings (FedWSA: lambda beyond the stable range), one line each."""
+    u = registry.unit(exp.strategy.name)
+    for line in u.warnings(exp, registry.settings(exp)) if u.warnings else []:
+        print(f"[fedwsa] warning: {line}", flush=True)
 
 
 def prepare(exp: ExperimentConfig) -> None:
@@ -276,7 +281,7 @@ def prepare(exp: ExperimentConfig) -> None:
         raise ConfigError("out_dir", problem)
     ds = experiment_data(exp)
     partition_sizes(exp)  # an impossible split fails now, not inside a client
-    warn_unstable_wsa(exp)
+    warn_algorithm(exp)
     split: dict[str, Any] = {}
     if exp.partition.kind == "file":
         note = read_split(exp.partition.path, exp.num_clients, len(ds.y_train), ds.name)[1]
@@ -284,7 +289,7 @@ def prepare(exp: ExperimentConfig) -> None:
         digest = hashlib.sha256(Path(exp.partition.path).read_bytes()).hexdigest()
         split = {"split_file": {"path": exp.partition.path, "sha256": digest}}
     record = {
-        "config": dataclasses.asdict(exp),
+        "config": exp.as_dict(),
         "code_version": code_version(),
         "data_source": ds.source,
         "evaluated_on": "validation" if exp.validation > 0 else "test",

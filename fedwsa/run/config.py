@@ -17,9 +17,7 @@ from fedwsa.data import DATASETS
 from fedwsa.device import DEVICE_PATTERN, PRECISIONS
 from fedwsa.models import MODELS, check_input
 from fedwsa.partition import PARTITIONS
-from fedwsa.wsa import DISTANCES, FUSIONS, NORMALIZATIONS
 
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedwsa", "scaffold", "fednova")
 ENGINES: tuple[str, ...] = ("simulation", "inprocess")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),
@@ -34,19 +32,28 @@ class ConfigError(ValueError):
         self.key = key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class StrategyConfig:
-    """The strategy and its knobs; every knob at its default (0, off) is FedAvg. The
-    strategy files of ``experiments/conf/strategy/`` set the name and their knob's value."""
+    """The algorithm by name and its own knobs, as the config file ``strategy/<name>.yaml``
+    and the command line give them (``strategy=fedwsa strategy.wsa_lambda=3``).
 
-    name: str = "fedavg"
-    proximal_mu: float = 0.0  # FedProx
-    wsa_lambda: float = 0.0  # FedWSA: kl | w2 below, fusion mean | mixture | global
-    distance: str = "kl"
-    fusion: str = "mean"
-    align_global: bool = False  # FedWSA: rescale the averaged model to the fused scope
-    scope_all: bool = False  # FedWSA: also scope biases (default: tensors with ndim >= 2)
-    wsa_normalize: str = "none"  # FedWSA: none | per_weight (one lambda, one pull per weight)
+    The core keeps the knobs as plain values; their types, defaults and checks belong to
+    the algorithm's settings class on the server side (``strategies.registry``), which the
+    launcher and the ServerApp apply. ``name`` is a registered algorithm, or an importable
+    module of the user's own that defines ``UNIT`` (``strategy.name=my_pkg.my_algo``)."""
+
+    name: str
+    knobs: tuple[tuple[str, Any], ...]  # sorted (key, value) pairs
+
+    def __init__(self, name: str = "fedavg", **knobs: Any) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "knobs", tuple(sorted(knobs.items())))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.knobs).get(key, default)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **dict(self.knobs)}
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ class Seeds:
 @dataclass(frozen=True)
 class ExperimentConfig:
     """The whole experiment, and the one source of every default: Hydra's config
-    (``experiments/conf``) starts from ``dataclasses.asdict(ExperimentConfig())``."""
+    (``experiments/conf``) starts from ``ExperimentConfig().as_dict()``."""
 
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -189,8 +196,12 @@ class ExperimentConfig:
         number of nodes does not grow with ``num_clients`` (``sim_nodes``; 0: the sample size)."""
         return self.sim_nodes or self.sample_size
 
+    def as_dict(self) -> dict[str, Any]:
+        """Plain nested dict (the strategy's knobs flat beside its name), as in ``config.json``."""
+        return _plain(self)
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     def identity(self) -> str:
         """The JSON that a checkpoint must match to be resumed: all but what does not change
@@ -199,7 +210,7 @@ class ExperimentConfig:
         neutral = dataclasses.replace(
             self, resume=False, verbose=False, engine="simulation", ray_address="", client_gpus=-1.0
         )
-        d = dataclasses.asdict(neutral)
+        d = neutral.as_dict()
         # absent, not defaulted: checkpoints written before these keys existed stay resumable
         del d["tracking"], d["sim_nodes"], d["sweep_ray"]
         if self.dataset.name != "synthetic":
@@ -211,20 +222,46 @@ class ExperimentConfig:
         return from_dict(json.loads(text))
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Build dataclass ``cls`` from a dict, checking key names and value types."""
+def _plain(obj: Any) -> Any:
+    """``dataclasses.asdict``, with a :class:`StrategyConfig` as its flat dict."""
+    if isinstance(obj, StrategyConfig):
+        return obj.as_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return obj
+
+
+def _strategy(data: Any, key: str) -> StrategyConfig:
+    """The strategy section: a name and plain knob values (the registry types them)."""
+    if not isinstance(data, dict):
+        raise ConfigError(key, "must be a mapping")
+    name = data.get("name", "fedavg")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(key + ".name", f"must be an algorithm's name, got {name!r}")
+    knobs = {k: v for k, v in data.items() if k != "name"}
+    for k, v in knobs.items():
+        if not isinstance(v, bool | int | float | str):
+            raise ConfigError(f"{key}.{k}", f"must be a number, a string or true/false, got {v!r}")
+    return StrategyConfig(name, **knobs)
+
+
+def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a dict, checking key names and value types (a key's
+    type is its default's); ``prefix`` names the section in errors (``"strategy."``)."""
     if not isinstance(data, dict):
         raise ConfigError(prefix.rstrip(".") or "config", "must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(prefix + unknown[0], f"unknown key; known keys: {', '.join(fields)}")
+        raise ConfigError(prefix + unknown[0], f"unknown key; known keys: {', '.join(fields) or 'none'}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         default = getattr(cls(), name)
         key = prefix + name
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, key + ".")
+        if isinstance(default, StrategyConfig):
+            kwargs[name] = _strategy(value, key)
+        elif dataclasses.is_dataclass(default):
+            kwargs[name] = build_dataclass(type(default), value, key + ".")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ConfigError(key, f"must be true or false, got {value!r}")
@@ -256,16 +293,12 @@ def _check(key: str, ok: bool, rule: str, value: Any) -> None:
 
 def validate(c: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and combinations; raise :class:`ConfigError` naming the first bad key."""
-    s, p = c.strategy, c.partition
-    _choice("strategy.name", s.name, STRATEGIES)
+    p = c.partition
     _choice("dataset.name", c.dataset.name, DATASETS)
     _choice("model.name", c.model.name, MODELS)
     _choice("partition.kind", p.kind, (*PARTITIONS, "file"))
     if p.kind == "file" and not p.path:
         raise ConfigError("partition.path", "partition=file needs the split file: partition.path=<json>")
-    _choice("strategy.distance", s.distance, DISTANCES)
-    _choice("strategy.fusion", s.fusion, FUSIONS)
-    _choice("strategy.wsa_normalize", s.wsa_normalize, NORMALIZATIONS)
     _choice("precision", c.precision, PRECISIONS)
     _choice("engine", c.engine, ENGINES)
     _choice("tracking.wandb.mode", c.tracking.wandb.mode, ("offline", "online"))
@@ -293,8 +326,6 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("weight_decay", c.weight_decay >= 0, ">= 0", c.weight_decay)
     _check("partition.alpha", p.alpha > 0, "> 0", p.alpha)
     _check("validation", 0 <= c.validation < 0.5, "in [0, 0.5)", c.validation)
-    _check("strategy.proximal_mu", s.proximal_mu >= 0, ">= 0", s.proximal_mu)
-    _check("strategy.wsa_lambda", s.wsa_lambda >= 0, ">= 0", s.wsa_lambda)
     _check("node_wait_s", c.node_wait_s > 0, "> 0", c.node_wait_s)
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
@@ -311,10 +342,6 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
             f"{c.min_fit_clients} exceeds the {c.sample_size} clients sampled per round "
             "(num_clients * fraction_train)",
         )
-    if s.name != "fedprox" and s.proximal_mu > 0:
-        raise ConfigError("strategy.proximal_mu", f"must be 0 for {s.name} (use strategy=fedprox)")
-    if s.name != "fedwsa" and s.wsa_lambda > 0:
-        raise ConfigError("strategy.wsa_lambda", f"must be 0 for {s.name} (use strategy=fedwsa)")
     _check("dataset.alpha", c.dataset.alpha >= 0, ">= 0", c.dataset.alpha)
     _check("dataset.beta", c.dataset.beta >= 0, ">= 0", c.dataset.beta)
     n = int(TRAIN_SIZES.get(c.dataset.name, 0) * (1 - c.validation))
@@ -334,4 +361,4 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a resolved plain dict."""
-    return validate(_build(ExperimentConfig, data, ""))
+    return validate(build_dataclass(ExperimentConfig, data, ""))

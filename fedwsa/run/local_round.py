@@ -7,7 +7,9 @@ the reply.
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -19,26 +21,24 @@ from fedwsa.device import (
     seed_torch,
     set_deterministic,
 )
-from fedwsa.regularizers import make_regularizer
+from fedwsa.regularizers import build_regularizer
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.factory import client_data, client_model
 from fedwsa.run.wire import TrainReply, TrainSettings
+from fedwsa.terms import Arrays
 from fedwsa.train import derive_seed, train
-from fedwsa.wsa import scoped_names
 
 
 def train_settings(
-    cfg: ExperimentConfig, server_round: int, target: np.ndarray | None = None
+    cfg: ExperimentConfig, server_round: int, knobs: Mapping[str, Any] | None = None
 ) -> TrainSettings:
-    """The settings the server sends for round ``server_round`` of ``cfg``: local SGD, and
-    the knobs of ``cfg.strategy`` (those its strategy adds to the message). Built here
+    """The local-SGD settings the server sends for round ``server_round`` of ``cfg``, with a
+    strategy's ``knobs`` (its own keys, as its ``configure_train`` adds them). Built here
     once, for code that trains clients without a server (benchmarks, tests)."""
-    s = cfg.strategy
     return TrainSettings(
         server_round=server_round, lr=cfg.lr, epochs=cfg.epochs, local_steps=cfg.local_steps,
         batch_size=cfg.batch_size, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-        proximal_mu=s.proximal_mu, wsa_lambda=s.wsa_lambda, wsa_distance=s.distance,
-        wsa_scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, target=target,
+        knobs=dict(knobs or {}),
     )  # fmt: skip
 
 
@@ -47,10 +47,11 @@ def local_round(
     partition_id: int,
     state: dict[str, Tensor],
     settings: TrainSettings,
-    correction: dict[str, Tensor] | None = None,
+    arrays: Arrays | None = None,
 ) -> tuple[dict[str, Tensor], TrainReply]:
-    """Start from the global ``state``, train locally, return new state and the report;
-    ``correction``: SCAFFOLD's ``c - c_i``, added to every step's gradient.
+    """Start from the global ``state``, train locally with the terms ``settings.knobs`` and
+    ``arrays`` (the message's per-client state, such as SCAFFOLD's ``c - c_i``) ask for
+    (``fedwsa.regularizers``), return the new state and the report.
 
     Batch order is seeded by ``(seeds.train, round, partition_id)``, so a client's
     round is reproducible wherever it runs.
@@ -61,22 +62,21 @@ def local_round(
     x, y = client_data(cfg, partition_id, device)
     model = client_model(cfg, device)  # every parameter and buffer overwritten now
     model.load_state_dict(state)
-    names = scoped_names(model, settings.wsa_scope_all) if settings.wsa_lambda > 0 else []  # WSA's only
-    regularizer = make_regularizer(
-        model, proximal_mu=settings.proximal_mu, wsa_lambda=settings.wsa_lambda,
-        target=settings.target, names=names, distance=settings.wsa_distance, normalize=settings.wsa_normalize,
-        correction={k: v.to(device) for k, v in correction.items()} if correction else None,
-    )  # fmt: skip
+    regularizer = build_regularizer(model, settings.knobs, arrays, device)
     seed = derive_seed(cfg.seeds.train, settings.server_round, partition_id)
     seed_torch(seed)
     reset_peak_memory(device)
-    result = train(
-        model, x, y, epochs=settings.epochs, steps=settings.local_steps, lr=settings.lr,
-        batch_size=settings.batch_size,
-        momentum=settings.momentum, weight_decay=settings.weight_decay,
-        regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
-        precision=cfg.precision,
-    )  # fmt: skip
+    try:
+        result = train(
+            model, x, y, epochs=settings.epochs, steps=settings.local_steps, lr=settings.lr,
+            batch_size=settings.batch_size,
+            momentum=settings.momentum, weight_decay=settings.weight_decay,
+            regularizer=regularizer, generator=torch.Generator().manual_seed(seed),
+            precision=cfg.precision,
+        )  # fmt: skip
+    finally:
+        if regularizer is not None:
+            regularizer.close()  # the model object is the next round's too: no hook stays on it
     # copies: the model object is the next round's too (on the GPU, .cpu() copies anyway)
     new_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     peak = peak_memory_mb(device)

@@ -11,7 +11,6 @@ sync`` merges them).
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import os
@@ -50,7 +49,7 @@ def flat_config(exp: ExperimentConfig) -> dict[str, Any]:
             out.update(walk(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
         return out
 
-    d = dataclasses.asdict(exp)
+    d = exp.as_dict()
     d.pop("tracking")
     return walk(d, "")
 

@@ -8,7 +8,7 @@ types accept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,10 +21,11 @@ PROGRESS = "progress "  # after "[fedwsa] ": a line while a round runs (clients 
 ARRAYS = "arrays"  # RecordDict key of the model parameters (Flower's default)
 CONFIG = "config"  # RecordDict key of the train settings (Flower's default)
 METRICS = "metrics"  # RecordDict key of the reply metrics
-SCAFFOLD_CORRECTION = "scaffold-correction"  # train message: SCAFFOLD's c - c_i (an ArrayRecord)
 EXPERIMENT = "experiment"  # train settings, in a sweep's Flower run: the experiment as JSON
 
-# train settings (server -> client); "server-round" and "proximal-mu" are Flower's names
+# train settings (server -> client) that every strategy shares; "server-round" is Flower's
+# name. Each algorithm's own keys are defined in its core module (fedwsa.fedprox, fedwsa.wsa,
+# fedwsa.feddyn, ...) and read there by its client term.
 ROUND = "server-round"
 LR = "lr"
 EPOCHS = "local-epochs"
@@ -32,13 +33,7 @@ LOCAL_STEPS = "local-steps"
 BATCH_SIZE = "batch-size"
 MOMENTUM = "momentum"
 WEIGHT_DECAY = "weight-decay"
-PROXIMAL_MU = "proximal-mu"
-WSA_LAMBDA = "wsa-lambda"
-WSA_DISTANCE = "wsa-distance"
-WSA_SCOPE_ALL = "wsa-scope-all"
-WSA_NORMALIZE = "wsa-normalize"
-TARGET_MU = "wsa-target-mu"
-TARGET_SIGMA = "wsa-target-sigma"
+SHARED = frozenset({ROUND, LR, EPOCHS, LOCAL_STEPS, BATCH_SIZE, MOMENTUM, WEIGHT_DECAY})
 
 # reply (client -> server): parameters under ARRAYS, these numbers under METRICS.
 # "num-examples" is the weight Flower's FedAvg reads. Nothing else: what the server can
@@ -57,8 +52,9 @@ class TrainSettings:
     """What a client needs to run one round of local training.
 
     The server loop sends the fields up to ``local_steps`` (:func:`encode_train`); each
-    strategy adds its own knobs (Flower's FedProx its ``proximal-mu``, FedWSA
-    :func:`encode_wsa`); an absent knob is 0, which is FedAvg.
+    strategy adds its own keys (Flower's FedProx its ``proximal-mu``, FedWSA its lambda and
+    target), which arrive in ``knobs`` for the client terms (``fedwsa.regularizers``); no
+    such key is FedAvg's plain local SGD.
     """
 
     server_round: int
@@ -68,55 +64,25 @@ class TrainSettings:
     momentum: float = 0.0
     weight_decay: float = 0.0
     local_steps: int = 0  # > 0: this many SGD steps instead of ``epochs``
-    proximal_mu: float = 0.0
-    wsa_lambda: float = 0.0
-    wsa_distance: str = "kl"
-    wsa_scope_all: bool = False
-    wsa_normalize: str = "none"
-    target: np.ndarray | None = None  # (L, 2) target scope, FedWSA only
-
-
-def encode_scope(scope: np.ndarray, mu_key: str, sigma_key: str) -> dict[str, list[float]]:
-    s = np.asarray(scope, dtype=np.float64).reshape(-1, 2)
-    return {mu_key: s[:, 0].tolist(), sigma_key: s[:, 1].tolist()}
-
-
-def decode_scope(d: Any, mu_key: str, sigma_key: str) -> np.ndarray:
-    mu, sigma = list(d[mu_key]), list(d[sigma_key])
-    if len(mu) != len(sigma):
-        raise ValueError(f"{mu_key} has {len(mu)} entries but {sigma_key} has {len(sigma)}")
-    return np.array([mu, sigma], dtype=np.float64).T.reshape(-1, 2)
+    knobs: dict[str, Any] = field(default_factory=dict)  # the strategy's own keys, as sent
 
 
 def encode_train(s: TrainSettings) -> dict[str, Any]:
     """Flat dict for the round's ``ConfigRecord``: the local training settings that every
-    strategy shares (the strategies add their own knobs)."""
+    strategy shares, and ``knobs``."""
     return {
-        ROUND: s.server_round, LR: s.lr, EPOCHS: s.epochs, LOCAL_STEPS: s.local_steps,
+        **s.knobs, ROUND: s.server_round, LR: s.lr, EPOCHS: s.epochs, LOCAL_STEPS: s.local_steps,
         BATCH_SIZE: s.batch_size, MOMENTUM: s.momentum, WEIGHT_DECAY: s.weight_decay,
     }  # fmt: skip
 
 
-def encode_wsa(
-    lam: float, distance: str, scope_all: bool, target: np.ndarray, normalize: str = "none"
-) -> dict[str, Any]:
-    """FedWSA's knobs and the round's target scope, for the round's ``ConfigRecord``."""
-    return {
-        WSA_LAMBDA: lam, WSA_DISTANCE: distance, WSA_SCOPE_ALL: scope_all, WSA_NORMALIZE: normalize,
-        **encode_scope(target, TARGET_MU, TARGET_SIGMA),
-    }  # fmt: skip
-
-
-def decode_train(d: Any) -> TrainSettings:
-    """The settings in a round's config (a dict or a ``ConfigRecord``): :func:`encode_train`
-    plus whichever strategy knobs it holds."""
+def decode_train(d: Any, ignore: frozenset[str] = frozenset()) -> TrainSettings:
+    """The settings in a round's config (a dict or a ``ConfigRecord``): :func:`encode_train`'s
+    shared keys, and every other key (but ``ignore``) in ``knobs``."""
     return TrainSettings(
         server_round=int(d[ROUND]), lr=float(d[LR]), epochs=int(d[EPOCHS]), local_steps=int(d[LOCAL_STEPS]),
-        batch_size=int(d[BATCH_SIZE]), momentum=float(d[MOMENTUM]),
-        weight_decay=float(d[WEIGHT_DECAY]), proximal_mu=float(d.get(PROXIMAL_MU, 0.0)),
-        wsa_lambda=float(d.get(WSA_LAMBDA, 0.0)), wsa_distance=str(d.get(WSA_DISTANCE, "kl")),
-        wsa_scope_all=bool(d.get(WSA_SCOPE_ALL, False)), wsa_normalize=str(d.get(WSA_NORMALIZE, "none")),
-        target=decode_scope(d, TARGET_MU, TARGET_SIGMA) if TARGET_MU in d else None,
+        batch_size=int(d[BATCH_SIZE]), momentum=float(d[MOMENTUM]), weight_decay=float(d[WEIGHT_DECAY]),
+        knobs={k: v for k, v in d.items() if k not in SHARED and k not in ignore},
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ reporting a scope its parameters do not have.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,9 +18,38 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES, encode_wsa
-from fedwsa.wsa import align_to_scope, next_target, scope_of_arrays
-from strategies.base import RoundState
+from fedwsa.run.config import ExperimentConfig
+from fedwsa.run.factory import new_model
+from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES
+from fedwsa.wsa import (
+    DISTANCES,
+    FUSIONS,
+    NORMALIZATIONS,
+    align_to_scope,
+    encode_wsa,
+    model_scope,
+    model_stable_lambda,
+    next_target,
+    scope_of_arrays,
+    scoped_names,
+)
+from strategies.base import Knobs, RoundState, Setup, Unit, knob
+
+
+@dataclass(frozen=True)
+class Settings(Knobs):
+    wsa_lambda: float = 1.0  # the regularizer's strength; chosen on a validation split, docs/RESULTS.md
+    distance: str = "kl"  # kl | w2
+    fusion: str = "mean"  # mean | mixture | global (fedwsa.wsa.next_target)
+    align_global: bool = False  # rescale the averaged model to the fused scope
+    scope_all: bool = False  # also scope biases (default: tensors with ndim >= 2)
+    wsa_normalize: str = "none"  # none | per_weight (one lambda, one pull per weight)
+
+    def check(self, cfg: ExperimentConfig) -> None:
+        knob("wsa_lambda", self.wsa_lambda >= 0, ">= 0", self.wsa_lambda)
+        for key, allowed in (("distance", DISTANCES), ("fusion", FUSIONS), ("wsa_normalize", NORMALIZATIONS)):
+            value = getattr(self, key)
+            knob(key, value in allowed, f"one of {', '.join(allowed)}", value)
 
 
 class FedWSA(RoundState, FedAvg):
@@ -99,3 +129,38 @@ class FedWSA(RoundState, FedAvg):
 
     def _scope(self, record: ArrayRecord) -> np.ndarray:
         return scope_of_arrays({n: record[n].numpy() for n in self.names}, self.names)
+
+
+def build(setup: Setup, s: Settings) -> FedWSA:
+    """Target ``T_1``: the initial model's scope."""
+    return FedWSA(
+        initial_target=model_scope(setup.model, setup.names), names=setup.names, wsa_lambda=s.wsa_lambda,
+        distance=s.distance, scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, fusion=s.fusion,
+        align_global=s.align_global, **setup.flower,
+    )  # fmt: skip
+
+
+def warnings(cfg: ExperimentConfig, s: Settings) -> list[str]:
+    """One line when lambda is beyond the range where SGD with momentum is stable on the WSA
+    term near the initial target (``fedwsa.wsa.stable_lambda``). A warning, not a refusal:
+    the target moves after round 1, the bound ignores the task loss, and a study must be
+    able to run past the edge to find it."""
+    if s.wsa_lambda <= 0:
+        return []
+    model = new_model(cfg)
+    names = scoped_names(model, s.scope_all)
+    bound, worst = model_stable_lambda(model, names, s.distance, s.wsa_normalize, cfg.lr, cfg.momentum)
+    if s.wsa_lambda < bound:
+        return []
+    fix = "" if s.wsa_normalize == "per_weight" else ", or set strategy.wsa_normalize=per_weight"
+    return [
+        f"strategy.wsa_lambda={s.wsa_lambda:g} is beyond the stable range of the WSA term for SGD at "
+        f"lr={cfg.lr:g}, momentum={cfg.momentum:g} (lambda < {bound:.3g} at the initial target; most "
+        f"curved: {worst}): expect its sigma to oscillate or diverge; lower wsa_lambda or lr{fix}"
+    ]
+
+
+UNIT = Unit(
+    "fedwsa", "FedWSA: FedAvg with Weight Scope Alignment toward a fused target scope (shared/design/WSA.md)",
+    Settings, build, color="tab:red", strength=("wsa_lambda",), warnings=warnings,
+)  # fmt: skip

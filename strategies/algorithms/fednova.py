@@ -8,6 +8,7 @@ nothing new and train as for FedAvg.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,11 +19,16 @@ from flwr.serverapp.strategy import FedAvg
 from fedwsa.fednova import fednova_aggregate, fednova_norm
 from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES
 from strategies.arrays import to_numpy, to_record
-from strategies.base import RoundState
+from strategies.base import Knobs, Setup, Stateless, Unit
 from strategies.grid import PartitionGrid
 
 
-class FedNova(RoundState, FedAvg):
+@dataclass(frozen=True)
+class Settings(Knobs):
+    """No knobs: ``K_i`` and momentum come from the experiment."""
+
+
+class FedNova(Stateless, FedAvg):
     """FedNova: the clients' updates, each divided by its ``||a_i||_1`` (local steps and
     momentum), averaged with the example weights and scaled by ``tau_eff``
     (``fedwsa.fednova.fednova_aggregate``). Clients train as for FedAvg."""
@@ -48,3 +54,15 @@ class FedNova(RoundState, FedAvg):
         weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
         norms = [fednova_norm(self.steps[self.grid.partition_of_reply(m)], self.momentum) for m in good]
         return to_record(fednova_aggregate(self.x, ys, weights, norms)), MetricRecord()
+
+
+def build(setup: Setup, s: Settings) -> FedNova:
+    return FedNova(
+        grid=setup.need_grid("fednova"), steps=setup.steps(), momentum=setup.cfg.momentum, **setup.flower
+    )
+
+
+UNIT = Unit(
+    "fednova", "FedNova (Wang et al. 2020): updates normalised by each client's local steps and momentum",
+    Settings, build, color="tab:orange",
+)  # fmt: skip

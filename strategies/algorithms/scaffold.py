@@ -11,20 +11,25 @@ any SuperNode), and a checkpoint holds them for a bit-identical resume.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedwsa.fednova import fednova_norm
-from fedwsa.run.wire import ARRAYS, SCAFFOLD_CORRECTION
-from fedwsa.scaffold import scaffold_client_control, scaffold_server_control
+from fedwsa.run.wire import ARRAYS
+from fedwsa.scaffold import SCAFFOLD_CORRECTION, scaffold_client_control, scaffold_server_control
 from strategies.arrays import to_numpy, to_record
-from strategies.base import RoundState
+from strategies.base import Knobs, RoundState, Setup, Unit, arrays, tensors
 from strategies.grid import PartitionGrid
+
+
+@dataclass(frozen=True)
+class Settings(Knobs):
+    """No knobs: global learning rate 1; ``K_i``, lr and momentum come from the experiment."""
 
 
 class Scaffold(RoundState, FedAvg):
@@ -88,12 +93,24 @@ class Scaffold(RoundState, FedAvg):
 
     def state(self) -> dict[str, Any]:
         """The control variates, as tensors (exact in a checkpoint)."""
-        tensors = lambda a: {k: torch.from_numpy(v.copy()) for k, v in a.items()}  # noqa: E731
         return {
             "scaffold_c": tensors(self.c),
             "scaffold_ci": {str(p): tensors(a) for p, a in self.c_i.items()},
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.c = {k: v.numpy() for k, v in state["scaffold_c"].items()}
-        self.c_i = {int(p): {k: v.numpy() for k, v in a.items()} for p, a in state["scaffold_ci"].items()}
+        self.c = arrays(state["scaffold_c"])
+        self.c_i = {int(p): arrays(a) for p, a in state["scaffold_ci"].items()}
+
+
+def build(setup: Setup, s: Settings) -> Scaffold:
+    c = setup.cfg
+    return Scaffold(
+        grid=setup.need_grid("scaffold"), steps=setup.steps(), lr=c.lr, momentum=c.momentum, **setup.flower
+    )
+
+
+UNIT = Unit(
+    "scaffold", "SCAFFOLD (Karimireddy et al. 2020, option II): control variates correct the clients' drift",
+    Settings, build, color="tab:purple", client_state=1,
+)  # fmt: skip
