@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fedwsa.run.results import RunFolder
-from strategies.registry import strength
+from strategies import registry
 
 # Keys that may differ between the runs of one report: what a sweep varies (strategy and
 # its knobs, alpha, seeds) and settings that do not change the experiment.
@@ -92,19 +93,29 @@ def check_comparable(runs: list[Run]) -> None:
                 )
 
 
+def _knob(r: Run, k: str, defaults: dict[str, Any]) -> Any:
+    return r.config["strategy"].get(k, defaults.get(k))
+
+
 def label_runs(runs: list[Run]) -> None:
     """Label = strategy name, its strength (the unit's ``strength``: FedProx's mu, FedWSA's
     lambda), and any of its knobs that varies between its runs."""
     for name in {r.config["strategy"]["name"] for r in runs}:
         same = [r for r in runs if r.config["strategy"]["name"] == name]
-        knobs = sorted({k for r in same for k in r.config["strategy"] if k != "name"})
-        own = strength(name)
+        # a registered algorithm's knobs, a missing one at its default (runs written before #32
+        # also list other algorithms' knobs); a user's own: whatever its runs list
+        defaults = registry.defaults(name) if name in registry.UNITS else {}
+        listed = {k for r in same for k in r.config["strategy"]} - {"name"}
+        knobs = sorted(defaults) if defaults else sorted(listed)
+        value = partial(_knob, defaults=defaults)
+
+        own = registry.strength(name)
         varying = [k for k in own if k in knobs] + [
-            k for k in knobs if k not in own and len({str(r.config["strategy"].get(k)) for r in same}) > 1
+            k for k in knobs if k not in own and len({str(value(r, k)) for r in same}) > 1
         ]
         server = [k for k in SERVER_KNOBS if len({str(r.config.get(k)) for r in runs}) > 1]
         for r in same:
-            r.label = name + "".join(f", {k}={r.config['strategy'].get(k)}" for k in varying)
+            r.label = name + "".join(f", {k}={value(r, k)}" for k in varying)
             r.label += "".join(f", {k}={r.config.get(k)}" for k in server)
 
 

@@ -92,7 +92,7 @@ class Setup:
     names: list[str]
     grid: PartitionGrid | None = None
     sizes: Sequence[int] = ()
-    flower: dict[str, Any] = field(default_factory=dict)
+    flower: dict[str, Any] = field(init=False)  # what every Flower strategy is built with
 
     def __post_init__(self) -> None:
         # sampling is the grid's (strategies.grid): a strategy sends to every node it sees

@@ -10,6 +10,7 @@ takes its ``UNIT`` (docs/algorithms.md, "Adding an algorithm").
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from torch import nn
 
-from fedwsa.run.config import ConfigError, ExperimentConfig, build_dataclass
+from fedwsa.run.config import ConfigError, ExperimentConfig, StrategyConfig, build_dataclass
 from strategies.algorithms import (
     bulyan,
     fedadagrad,
@@ -106,6 +107,13 @@ def machine_memory() -> int:
         return 0
 
 
+def canonical(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with every knob of its algorithm, typed and defaulted (``strategy.wsa_lambda=1``
+    and ``=1.0`` are one config, and ``config.json`` lists every knob the run used)."""
+    knobs = dataclasses.asdict(settings(cfg))
+    return dataclasses.replace(cfg, strategy=StrategyConfig(cfg.strategy.name, **knobs))
+
+
 def scope_all(cfg: ExperimentConfig) -> bool:
     """Whether the scope records cover biases too (a ``scope_all`` knob, FedWSA's)."""
     return bool(getattr(settings(cfg), "scope_all", False))
@@ -134,6 +142,4 @@ def strength(name: str) -> tuple[str, ...]:
 
 def defaults(name: str) -> dict[str, Any]:
     """The algorithm's knobs and their defaults (what ``strategy/<name>.yaml`` lists)."""
-    import dataclasses
-
     return {f.name: f.default for f in dataclasses.fields(UNITS[name].settings)}

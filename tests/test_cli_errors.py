@@ -254,3 +254,17 @@ def test_a_ray_address_where_no_ray_answers_fails_at_once_in_one_line(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 1 and len(err) == 1
     assert err[0].startswith("error: ray_address=127.0.0.1:1: no Ray answers there")
+
+
+def test_an_algorithm_s_knobs_are_typed_and_complete_once_resolved(tmp_path):
+    """``strategy.wsa_lambda=1`` and ``=1.0`` are one config; config.json lists every knob."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        one = resolve(compose("config", [f"out_dir={tmp_path}", "strategy=fedwsa", "strategy.wsa_lambda=1"]))
+        other = resolve(
+            compose("config", [f"out_dir={tmp_path}", "strategy=fedwsa", "strategy.wsa_lambda=1.0"])
+        )
+    assert one == other and one.identity() == other.identity()
+    assert one.strategy.as_dict() == {
+        "name": "fedwsa", "wsa_lambda": 1.0, "distance": "kl", "fusion": "mean", "align_global": False,
+        "scope_all": False, "wsa_normalize": "none",
+    }  # fmt: skip

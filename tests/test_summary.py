@@ -105,3 +105,24 @@ def test_server_knob_that_varies_is_labelled(tmp_path):
     check_comparable(runs)
     label_runs(runs)
     assert sorted(r.label for r in runs) == ["fedavg, update_clip=0.0", "fedavg, update_clip=2.0"]
+
+
+def test_runs_written_before_the_registry_label_as_new_ones():
+    """A run from before #32 lists every algorithm's knobs in its config; one of today lists
+    its own: the same algorithm at the same settings gets the same label."""
+    from experiments.summary import Run, label_runs
+
+    old = {"name": "fedprox", "proximal_mu": 0.01, "wsa_lambda": 0.0, "distance": "kl", "fusion": "mean",
+           "align_global": False, "scope_all": False, "wsa_normalize": "none"}  # fmt: skip
+    runs = [Run(None, {"strategy": s}, [], None) for s in (old, {"name": "fedprox", "proximal_mu": 0.01})]
+    runs += [
+        Run(None, {"strategy": {"name": "fedwsa", "wsa_lambda": 1.0, "distance": d}}, [], None)
+        for d in ("kl", "w2")
+    ]
+    runs.append(Run(None, {"strategy": {"name": "fedwsa"}}, [], None))  # a knob left out: its default
+    label_runs(runs)
+    assert [r.label for r in runs] == [
+        "fedprox, proximal_mu=0.01", "fedprox, proximal_mu=0.01",
+        "fedwsa, wsa_lambda=1.0, distance=kl", "fedwsa, wsa_lambda=1.0, distance=w2",
+        "fedwsa, wsa_lambda=1.0, distance=kl",
+    ]  # fmt: skip

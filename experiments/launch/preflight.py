@@ -231,6 +231,7 @@ def resolve(cfg: DictConfig) -> ExperimentConfig:
         raw["out_dir"], raw["resume"] = raw["resume"], True
     exp = from_dict(raw)
     registry.check(exp, new_model(exp))  # the algorithm, its knobs, its per-client state's memory
+    exp = registry.canonical(exp)
     try:  # `cuda` where this machine has none: one line, before anything starts
         device = resolve_device(exp.device)
     except DeviceUnavailable as e:
