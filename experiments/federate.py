@@ -16,11 +16,14 @@ import hydra
 from omegaconf import DictConfig
 
 from experiments.launch.deployment import federate
-from experiments.launch.preflight import execute, preflight_dirs, preflight_groups
+from experiments.launch.preflight import execute, fail, preflight_dirs, preflight_groups
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    if cfg.attack.kind != "none":  # before anything is written or started
+        fail("attack: attackers are simulated (experiments.run, in a simulation or engine=inprocess); "
+             "a real federation's clients are real: leave attack=none", 2)  # fmt: skip
     fed = cfg.federation
     where = f"SuperLink {fed.superlink}" if fed.superlink else "loopback SuperLink + one SuperNode per client"
     execute(cfg, federate, f"{where}, {'TLS' if fed.tls or fed.certs else 'insecure'}")

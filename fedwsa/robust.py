@@ -1,5 +1,6 @@
-"""Optional defence against outlier updates: clip each client's update to a multiple of
-the round's median update norm (``update_clip`` in the config; 0 turns it off).
+"""Defences against outlier clients: clipping each update to a multiple of the round's median
+update norm (``update_clip`` in the config; 0 turns it off), and robust statistics of the
+clients' scopes for FedWSA's target (``strategy.fusion=median|trimmed``).
 
 An update is ``w_k - w_global`` over all floating-point parameters; with
 ``m = median_k ||w_k - w_global||`` and ``c = factor * m``, client ``k`` is replaced by
@@ -42,3 +43,24 @@ def clip_updates(
             for k, v in c.items()
         })  # fmt: skip
     return out, scales
+
+
+def trimmed_mean(values: np.ndarray, trim: float) -> np.ndarray:
+    """Mean over axis 0 without the ``floor(trim * K)`` smallest and largest of the ``K``
+    values at each position (``trim`` in [0, 0.5); scipy's ``trim_mean``)."""
+    if not 0 <= trim < 0.5:
+        raise ValueError(f"trim must be in [0, 0.5), got {trim}")
+    k = values.shape[0]
+    cut = int(trim * k)
+    return np.sort(values, axis=0)[cut : k - cut].mean(axis=0)
+
+
+def robust_scope(scopes: np.ndarray, method: str, trim: float = 0.2) -> np.ndarray:
+    """The clients' ``(K, L, 2)`` scopes fused per layer and per moment, unweighted, so that a
+    minority cannot move the result far: ``median`` (fewer than half the clients cannot move
+    it outside the honest clients' range) or ``trimmed`` (the trimmed mean)."""
+    if method == "median":
+        return np.median(scopes, axis=0)
+    if method == "trimmed":
+        return trimmed_mean(scopes, trim)
+    raise ValueError(f"unknown robust fusion {method!r}; expected median or trimmed")

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fedwsa.robust import robust_scope
 from fedwsa.terms import Arrays, ClientTerm, Regularizer
 
 EPS = 1e-8
@@ -27,7 +28,7 @@ EPS = 1e-8
 Distance = Literal["kl", "w2"]
 Fusion = Literal["mean", "mixture", "global"]
 DISTANCES: tuple[str, ...] = ("kl", "w2")
-FUSIONS: tuple[str, ...] = ("mean", "mixture", "global")
+FUSIONS: tuple[str, ...] = ("mean", "mixture", "global", "median", "trimmed")
 
 
 def scoped_names(model: nn.Module, include_all: bool = False) -> list[str]:
@@ -219,7 +220,9 @@ def model_stable_lambda(
     return bound, names[worst]
 
 
-def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: str) -> np.ndarray:
+def fuse_scopes(
+    scopes: Sequence[np.ndarray], weights: Sequence[float], method: str, trim: float = 0.2
+) -> np.ndarray:
     r"""Fuse the scopes of K models into one target, with weights normalised to sum 1.
 
     ``mean``:    :math:`\mu^* = \sum_k p_k\mu_k,\ \sigma^* = \sum_k p_k\sigma_k`.
@@ -229,7 +232,9 @@ def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: 
     mixture, computed as :math:`\sum_k p_k(\sigma_k^2 + (\mu_k - \mu^*)^2)`, which is the
     same quantity without the cancellation.
 
-    (``global`` is not a function of the client scopes; see :func:`next_target`.)
+    ``median``, ``trimmed``: robust to a minority of clients (``fedwsa.robust.robust_scope``;
+    unweighted, ``trim`` the trimmed fraction at each end). (``global`` is not a function of the
+    client scopes; see :func:`next_target`.)
     """
     if not scopes:
         raise ValueError("no scopes to fuse")
@@ -237,6 +242,8 @@ def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: 
     p = np.asarray(weights, dtype=np.float64)
     if p.shape != (s.shape[0],) or np.any(p < 0) or p.sum() <= 0:
         raise ValueError("weights must be K non-negative numbers with a positive sum")
+    if method in ("median", "trimmed"):
+        return robust_scope(s, method, trim)
     p = p / p.sum()
     mu = np.einsum("k,kl->l", p, s[:, :, 0])
     if method == "mean":
@@ -245,7 +252,7 @@ def fuse_scopes(scopes: Sequence[np.ndarray], weights: Sequence[float], method: 
         var = np.einsum("k,kl->l", p, s[:, :, 1] ** 2 + (s[:, :, 0] - mu) ** 2)
         sigma = np.sqrt(var)
     else:
-        raise ValueError(f"unknown fusion {method!r}; expected one of mean, mixture")
+        raise ValueError(f"unknown fusion {method!r}; expected one of mean, mixture, median, trimmed")
     return np.stack([mu, sigma], axis=1)
 
 
@@ -254,11 +261,12 @@ def next_target(
     client_scopes: Sequence[np.ndarray],
     weights: Sequence[float],
     aggregated_scope: np.ndarray,
+    trim: float = 0.2,
 ) -> np.ndarray:
     """Target scope of the next round: ``global`` is the aggregated model's own scope."""
     if method == "global":
         return np.asarray(aggregated_scope, dtype=np.float64).copy()
-    return fuse_scopes(client_scopes, weights, method)
+    return fuse_scopes(client_scopes, weights, method, trim)
 
 
 def align_to_scope(

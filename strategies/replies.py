@@ -19,7 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
 
+from fedwsa import attacks
+from fedwsa.attacks import choose_attackers
 from fedwsa.robust import clip_updates
+from fedwsa.run.config import AttackConfig, ExperimentConfig
 from fedwsa.run.wire import ARRAYS, METRICS, RAY_NODE, WHERE, check_reply
 
 
@@ -107,3 +110,47 @@ def clip(
             u = dataclasses.replace(u, arrays=new)
         out.append(u)
     return out, scales
+
+
+def attackers(cfg: ExperimentConfig) -> list[int]:
+    """The partitions that attack the model (``attack=`` but ``none``; ``label_flip``'s attack
+    their own data instead: ``fedwsa/run/local_round.py``)."""
+    a = cfg.attack
+    if a.kind == "none":
+        return []
+    return choose_attackers(cfg.num_clients, a.clients, cfg.seeds.partition)
+
+
+def attack(
+    updates: list[Update], global_model: ArrayRecord, ids: Sequence[int], a: AttackConfig, rnd: int,
+    seed: int, names: Sequence[str] = (),
+) -> list[Update]:  # fmt: skip
+    """The attackers' replies replaced as ``a.kind`` says (``fedwsa.attacks``); like clipping,
+    the message carries the new parameters, so all that follows sees them."""
+    if a.kind in ("none", "label_flip"):
+        return updates
+    x = {k: v.numpy() for k, v in global_model.items()}
+    bad = [u for u in updates if u.partition_id in ids]
+    if a.kind == "alie" and bad:
+        z = attacks.alie_z(len(updates), len(bad))
+        forged = attacks.alie(x, [u.arrays for u in updates], z)
+    out = []
+    for u in updates:
+        if u.partition_id not in ids:
+            out.append(u)
+            continue
+        if a.kind == "sign_flip":
+            new = attacks.sign_flip(x, u.arrays)
+        elif a.kind == "scale":
+            new = attacks.scale(x, u.arrays, a.scale)
+        elif a.kind == "noise":
+            new = attacks.noise(
+                x, u.arrays, a.noise_std, np.random.default_rng([seed, rnd, u.partition_id, 0x0015E])
+            )
+        elif a.kind == "alie":
+            new = dict(forged)
+        else:  # scope
+            new = attacks.scope_shift(u.arrays, names, a.scale)
+        u.message.content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in new.items()})
+        out.append(dataclasses.replace(u, arrays=new))
+    return out

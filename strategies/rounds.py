@@ -28,7 +28,7 @@ from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
 from strategies.grid import PartitionGrid
 from strategies.registry import build_strategy, scope_all
-from strategies.replies import Update, clip, screen
+from strategies.replies import Update, attack, attackers, clip, screen
 
 
 class RunFailed(RuntimeError):
@@ -57,7 +57,13 @@ class Session:
         self.names = scoped_names(model, scope_all(cfg))
         self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.strategy = build_strategy(cfg, model, self.names, self.grid, self.sizes)
-        self.log = RunLog(cfg.out_dir, self.names)
+        self.attack = attackers(cfg)  # partition ids (model attacks; label_flip acts in the clients)
+        info = (
+            {"attack": {"kind": cfg.attack.kind, "attackers": self.attack}}
+            if cfg.attack.kind != "none"
+            else {}
+        )
+        self.log = RunLog(cfg.out_dir, self.names, info)
         self.arrays = ArrayRecord(model.state_dict())
         self.model = model.to(self.device)  # evaluates the global model
         self.grid.progress = self.progress
@@ -83,6 +89,10 @@ class Session:
             messages = self.strategy.configure_train(rnd, self.arrays, ConfigRecord(shared), self.grid)
             replies = list(self.grid.send_and_receive(messages, timeout=cfg.round_timeout_s))
             updates, failed = self.check(replies)
+            if self.attack and updates:  # simulated attackers (attack=...), before any defence
+                updates = attack(
+                    updates, self.arrays, self.attack, cfg.attack, rnd, cfg.seeds.partition, self.names
+                )
             if cfg.update_clip and updates:
                 updates = self.clip(updates)
             new = None

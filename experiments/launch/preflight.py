@@ -35,7 +35,7 @@ from fedwsa.run.tracking import missing_extras, mlflow_uri
 from strategies import registry
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking")
+GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking", "attack")
 
 # Every key's default, from the one place that defines them (``conf/config.yaml`` starts
 # from this node; the option files only hold what they change).

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedwsa.attacks import KINDS, attacker_count
 from fedwsa.data import DATASETS
 from fedwsa.device import DEVICE_PATTERN, PRECISIONS
 from fedwsa.models import MODELS, check_input
@@ -96,6 +97,17 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
+class AttackConfig:
+    """Simulated attackers among the clients (``fedwsa/attacks.py``); simulation and
+    ``engine=inprocess`` only. Which clients attack is drawn from ``seeds.partition``."""
+
+    kind: str = "none"  # none | sign_flip | scale | noise | label_flip | alie | scope
+    clients: float = 0.0  # how many attack: a count (>= 1) or a fraction of num_clients (< 1)
+    scale: float = 10.0  # scale: the update's factor; scope: the factor on each scoped tensor's sigma
+    noise_std: float = 1.0  # noise: the standard deviation added to every weight
+
+
+@dataclass(frozen=True)
 class TensorboardConfig:
     enabled: bool = False
     log_dir: str = ""  # empty: <out_dir>/tensorboard
@@ -152,6 +164,7 @@ class ExperimentConfig:
     seeds: Seeds = field(default_factory=Seeds)
     federation: FederationConfig = field(default_factory=FederationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     seed: int = 0  # base seed; the Hydra config makes each of ``seeds`` follow it
     num_clients: int = 5
     num_rounds: int = 5
@@ -213,6 +226,8 @@ class ExperimentConfig:
         d = neutral.as_dict()
         # absent, not defaulted: checkpoints written before these keys existed stay resumable
         del d["tracking"], d["sim_nodes"], d["sweep_ray"]
+        if self.attack == AttackConfig():
+            del d["attack"]
         if self.dataset.name != "synthetic":
             del d["dataset"]["alpha"], d["dataset"]["beta"]
         return json.dumps(d, sort_keys=True)
@@ -330,6 +345,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
     _check("update_clip", c.update_clip == 0 or c.update_clip >= 1, "0 (off) or >= 1", c.update_clip)
+    _check_attack(c)
     if c.sim_nodes and c.sim_nodes < c.sample_size:
         raise ConfigError(
             "sim_nodes",
@@ -357,6 +373,19 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     except ValueError as e:
         raise ConfigError("model.name", f"{e} ({c.dataset.name})") from None
     return c
+
+
+def _check_attack(c: ExperimentConfig) -> None:
+    a = c.attack
+    _choice("attack.kind", a.kind, KINDS)
+    _check("attack.scale", a.scale > 0, "> 0", a.scale)
+    _check("attack.noise_std", a.noise_std >= 0, ">= 0", a.noise_std)
+    count = attacker_count(c.num_clients, a.clients)
+    _check("attack.clients", a.clients >= 0 and (a.clients < 1 or a.clients == int(a.clients)),
+           "a count (a whole number >= 1) or a fraction (< 1) of num_clients", a.clients)  # fmt: skip
+    _check("attack.clients", count <= c.num_clients, f"at most num_clients={c.num_clients}", a.clients)
+    if a.kind != "none" and count == 0:
+        raise ConfigError("attack.clients", f"attack={a.kind} needs attackers: a count >= 1 or a fraction")
 
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:

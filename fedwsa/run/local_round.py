@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fedwsa.attacks import choose_attackers, flip_labels
 from fedwsa.device import (
     peak_memory_mb,
     release,
@@ -23,7 +24,7 @@ from fedwsa.device import (
 )
 from fedwsa.regularizers import build_regularizer
 from fedwsa.run.config import ExperimentConfig
-from fedwsa.run.factory import client_data, client_model
+from fedwsa.run.factory import client_data, client_model, experiment_data
 from fedwsa.run.wire import TrainReply, TrainSettings
 from fedwsa.terms import Arrays
 from fedwsa.train import derive_seed, train
@@ -60,6 +61,11 @@ def local_round(
     device = resolve_device(cfg.device)
     set_deterministic(cfg.deterministic)
     x, y = client_data(cfg, partition_id, device)
+    a = cfg.attack  # a simulated attacker that poisons its data (``fedwsa.attacks``)
+    if a.kind == "label_flip" and partition_id in choose_attackers(
+        cfg.num_clients, a.clients, cfg.seeds.partition
+    ):
+        y = flip_labels(y, experiment_data(cfg).num_classes)
     model = client_model(cfg, device)  # every parameter and buffer overwritten now
     model.load_state_dict(state)
     regularizer = build_regularizer(model, settings.knobs, arrays, device)

@@ -75,7 +75,11 @@ def scope_stats(scopes: Sequence[np.ndarray]) -> dict[str, list[float]]:
 class RunLog:
     """Collects one row of metrics and one scope record per round and writes them out."""
 
-    def __init__(self, out_dir: str | Path, layers: Sequence[str]) -> None:
+    def __init__(
+        self, out_dir: str | Path, layers: Sequence[str], info: dict[str, Any] | None = None
+    ) -> None:
+        """``info``: what ``metrics.json`` says of the whole run beside its rounds (the attackers)."""
+        self.info = dict(info or {})
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.layers = list(layers)
@@ -110,7 +114,7 @@ class RunLog:
     def write(self, status: str, error: str | None = None) -> None:
         """Rewrite the result files; ``metrics.json`` last, so that its status vouches
         for the others (the launcher stops Flower as soon as it reads ``finished``)."""
-        doc: dict[str, Any] = {"status": status, "rounds": self.rows}
+        doc: dict[str, Any] = {"status": status, **self.info, "rounds": self.rows}
         if error:
             doc["error"] = error
         buf = io.StringIO()

@@ -40,13 +40,15 @@ from strategies.base import Knobs, RoundState, Setup, Unit, knob
 class Settings(Knobs):
     wsa_lambda: float = 1.0  # the regularizer's strength; chosen on a validation split, docs/RESULTS.md
     distance: str = "kl"  # kl | w2
-    fusion: str = "mean"  # mean | mixture | global (fedwsa.wsa.next_target)
+    fusion: str = "mean"  # mean | mixture | global | median | trimmed (fedwsa.wsa.next_target)
+    fusion_trim: float = 0.2  # fusion=trimmed: the fraction cut at each end
     align_global: bool = False  # rescale the averaged model to the fused scope
     scope_all: bool = False  # also scope biases (default: tensors with ndim >= 2)
     wsa_normalize: str = "none"  # none | per_weight (one lambda, one pull per weight)
 
     def check(self, cfg: ExperimentConfig) -> None:
         knob("wsa_lambda", self.wsa_lambda >= 0, ">= 0", self.wsa_lambda)
+        knob("fusion_trim", 0 <= self.fusion_trim < 0.5, "in [0, 0.5)", self.fusion_trim)
         for key, allowed in (("distance", DISTANCES), ("fusion", FUSIONS), ("wsa_normalize", NORMALIZATIONS)):
             value = getattr(self, key)
             knob(key, value in allowed, f"one of {', '.join(allowed)}", value)
@@ -60,7 +62,8 @@ class FedWSA(RoundState, FedAvg):
     initial_target : (L, 2) array, the scope of the initial model (``T_1``).
     names : the scoped parameter names, in the order of the scope rows.
     wsa_lambda, distance, scope_all, wsa_normalize : the clients' regularizer (sent every round).
-    fusion : ``mean``, ``mixture`` or ``global`` (see ``fedwsa.wsa.next_target``).
+    fusion : ``mean``, ``mixture``, ``global``, ``median`` or ``trimmed`` (see
+        ``fedwsa.wsa.next_target``); ``fusion_trim`` : ``trimmed``'s cut at each end.
     align_global : rescale the averaged model's scoped tensors to the fused scope.
     **kwargs : passed to Flower's ``FedAvg``.
     """
@@ -75,6 +78,7 @@ class FedWSA(RoundState, FedAvg):
         scope_all: bool = False,
         wsa_normalize: str = "none",
         fusion: str = "mean",
+        fusion_trim: float = 0.2,
         align_global: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -83,7 +87,7 @@ class FedWSA(RoundState, FedAvg):
         self.names = list(names)
         self.wsa_lambda, self.distance, self.scope_all = wsa_lambda, distance, scope_all
         self.wsa_normalize = wsa_normalize
-        self.fusion = fusion
+        self.fusion, self.fusion_trim = fusion, fusion_trim
         self.align_global = align_global
         self.sent: dict[int, np.ndarray] = {}  # round -> target broadcast in that round
 
@@ -121,7 +125,9 @@ class FedWSA(RoundState, FedAvg):
         scopes = [self._scope(m.content[ARRAYS]) for m in good]  # type: ignore[arg-type]
         weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
         params = {k: v.numpy() for k, v in arrays.items()}
-        self.target = next_target(self.fusion, scopes, weights, scope_of_arrays(params, self.names))
+        self.target = next_target(
+            self.fusion, scopes, weights, scope_of_arrays(params, self.names), self.fusion_trim
+        )
         if self.align_global:
             aligned = align_to_scope(params, self.names, self.target)
             arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in aligned.items()})
@@ -136,7 +142,7 @@ def build(setup: Setup, s: Settings) -> FedWSA:
     return FedWSA(
         initial_target=model_scope(setup.model, setup.names), names=setup.names, wsa_lambda=s.wsa_lambda,
         distance=s.distance, scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, fusion=s.fusion,
-        align_global=s.align_global, **setup.flower,
+        align_global=s.align_global, fusion_trim=s.fusion_trim, **setup.flower,
     )  # fmt: skip
 
 
