@@ -46,6 +46,8 @@ def _reason(reply: Message) -> str:
     if "Message: " in text:
         text = text.rsplit("Message: ", 1)[1]
     text = " ".join(text.replace("\\n", " ").split()).rstrip("'>")
+    if not text:  # found by tests/test_fuzz.py: an error without a message logged as nothing
+        return f"an error reply without a message (code {reply.error.code})"
     return text if len(text) <= 200 else text[:197] + "..."
 
 

@@ -130,7 +130,15 @@ def test_robust_scope_fusion_by_hand():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("kind", "poison"), ("clients", 2.5), ("clients", 11), ("scale", 0.0), ("noise_std", -1.0)],
+    [
+        ("kind", "poison"),
+        ("clients", 2.5),
+        ("clients", 11),
+        ("scale", 0.0),
+        ("noise_std", -1.0),
+        ("clients", float("nan")),
+        ("clients", float("inf")),
+    ],  # the last two: found by tests/test_fuzz.py
 )
 def test_bad_attack_settings_name_the_key(key, value):
     base = {"kind": "sign_flip", "clients": 2}

@@ -70,3 +70,14 @@ def test_clip_rewrites_the_message_of_a_clipped_update():
     np.testing.assert_allclose(clipped[0].arrays["w"], [[1.8, 2.4]], rtol=1e-6)
     np.testing.assert_allclose(clipped[0].message.content["arrays"]["w"].numpy(), [[1.8, 2.4]], rtol=1e-6)
     assert clipped[1] is updates[1]
+
+
+def test_what_the_fuzzer_found_is_rejected_with_a_reason():
+    """tests/test_fuzz.py found these: an infinite example count crashed the server
+    (OverflowError), and an error without a message was logged as nothing."""
+    _, rejected = _screen([_reply(1, n=float("inf"))])
+    assert rejected == {
+        1: "rejected by the server: malformed metrics (num-examples is inf, not a whole number)"
+    }
+    _, rejected = _screen([Message(Error(code=7, reason=""), reply_to=_sent(1))])
+    assert rejected == {1: "an error reply without a message (code 7)"}

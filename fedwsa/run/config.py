@@ -380,9 +380,11 @@ def _check_attack(c: ExperimentConfig) -> None:
     _choice("attack.kind", a.kind, KINDS)
     _check("attack.scale", a.scale > 0, "> 0", a.scale)
     _check("attack.noise_std", a.noise_std >= 0, ">= 0", a.noise_std)
+    n = a.clients  # NaN and inf fail every comparison here (found by tests/test_fuzz.py)
+    whole_or_fraction = 0 <= n < 1 or (1 <= n < float("inf") and n == int(n))
+    rule = "a count (a whole number >= 1) or a fraction (< 1) of num_clients"
+    _check("attack.clients", whole_or_fraction, rule, a.clients)
     count = attacker_count(c.num_clients, a.clients)
-    _check("attack.clients", a.clients >= 0 and (a.clients < 1 or a.clients == int(a.clients)),
-           "a count (a whole number >= 1) or a fraction (< 1) of num_clients", a.clients)  # fmt: skip
     _check("attack.clients", count <= c.num_clients, f"at most num_clients={c.num_clients}", a.clients)
     if a.kind != "none" and count == 0:
         raise ConfigError("attack.clients", f"attack={a.kind} needs attackers: a count >= 1 or a fraction")

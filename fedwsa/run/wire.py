@@ -108,7 +108,8 @@ def decode_reply(d: Any) -> TrainReply:
         extra, missing = sorted(keys - REPLY_KEYS), sorted(REPLY_KEYS - keys)
         raise ValueError(f"metrics must hold exactly {sorted(REPLY_KEYS)}; extra {extra}, missing {missing}")
     n, loss = d[NUM_EXAMPLES], d[TRAIN_LOSS]
-    if isinstance(n, bool) or not isinstance(n, int | float) or n != int(n):
+    # finite first: int(inf) raises OverflowError, which no caller expects (found by tests/test_fuzz.py)
+    if isinstance(n, bool) or not isinstance(n, int | float) or not np.isfinite(n) or n != int(n):
         raise ValueError(f"num-examples is {n!r}, not a whole number")
     if isinstance(loss, bool) or not isinstance(loss, int | float) or not np.isfinite(loss):
         raise ValueError(f"train-loss is {loss!r}, not a finite number")
