@@ -15,9 +15,19 @@ import pytest
 from experiments.study.archive import copy_ended
 from experiments.study.cli import main as study_main
 from experiments.study.preset import Job, cells, load_preset
-from experiments.study.rules import choose, decide, diverged, mismatch, spearman
+from experiments.study.rules import (
+    calibrated,
+    choose,
+    decide,
+    diverged,
+    holm,
+    mismatch,
+    paired,
+    paired_verdict,
+    spearman,
+)
 from experiments.study.runner import run_job, status
-from experiments.study.scoring import cell_results
+from experiments.study.scoring import cell_results, paired_decisions
 from fedwsa.run import results
 from tests.helpers import ROOT, metrics, placeless
 
@@ -179,10 +189,16 @@ def test_small_study_end_to_end(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert placeless(metrics(final)[0]) == placeless(metrics(ref)[0])
     report = (out / "report" / "study.md").read_text()
-    assert "## Decisions" in report and any(
-        v in report for v in ("helps (", "hurts (", "no difference shown (")
-    )
     study = json.loads((out / "report" / "study.json").read_text())
+    # the verdict the report prints is the rule's on the finals, recomputed here from the runs
+    finals = {
+        tag: [
+            metrics(out / "final" / "alpha=0.5" / tag / f"seed={s}")[0][-1]["test_accuracy"] for s in (0, 1)
+        ]
+        for tag in ("fedavg", f"fedwsa,wsa_lambda={lam:g}")
+    }
+    d = decide(finals[f"fedwsa,wsa_lambda={lam:g}"], finals["fedavg"])
+    assert "## Decisions" in report and f"| fedavg | {d.verdict} ({100 * d.diff:+.2f} pp" in report
     st = study[0]["strategies"]
     assert st["fedavg"]["seeds"] == 2 and st["fedwsa"]["value"] == lam
     fedavg_final = [
@@ -344,3 +360,94 @@ def test_two_processes_writing_one_file_each_rename_a_whole_file(tmp_path, monke
     results.atomic_write(path, '{"mine": 1}')
     assert json.loads(path.read_text()) == {"mine": 1}  # the last rename wins, whole
     assert [p.name for p in tmp_path.iterdir()] == ["choice.json"]  # no temp file left
+
+
+def test_tuning_ranks_by_the_mean_of_the_last_rounds_the_plan_names():
+    noisy = [
+        {"round": 0, "test_accuracy": 0.1, "test_loss": 1.0},
+        *[
+            {"round": i + 1, "test_accuracy": a, "test_loss": 1.0}
+            for i, a in enumerate((0.60, 0.61, 0.60, 0.75))
+        ],
+    ]
+    steady = [
+        {"round": 0, "test_accuracy": 0.1, "test_loss": 1.0},
+        *[
+            {"round": i + 1, "test_accuracy": a, "test_loss": 1.0}
+            for i, a in enumerate((0.70, 0.71, 0.72, 0.70))
+        ],
+    ]
+    cands = [(1.0, noisy), (10.0, steady)]
+    assert choose(cands, 10) == 1.0  # its last round: 0.75 > 0.70
+    assert choose(cands, 10, last=3) == 10.0  # the last three: (0.61 + 0.60 + 0.75) / 3 = 0.653 < 0.710
+
+
+def test_paired_interval_and_p_by_hand():
+    # differences 0.05, 0.04, 0.07: mean 0.05333, sample sd 0.015275, se 0.0088192; t(0.975, 2) = 4.302653
+    r = paired({0: 0.80, 1: 0.82, 2: 0.84}, {0: 0.75, 1: 0.78, 2: 0.77})
+    assert r.diffs == pytest.approx([0.05, 0.04, 0.07]) and r.mean == pytest.approx(0.0533333, rel=1e-5)
+    assert (r.low, r.high) == (pytest.approx(0.0533333 - 4.302653 * 0.0088192, rel=1e-4),
+                               pytest.approx(0.0533333 + 4.302653 * 0.0088192, rel=1e-4))  # fmt: skip
+    # two degrees of freedom: P(|T| > t) = 1 - t / sqrt(t^2 + 2), t = 0.053333 / 0.0088192 = 6.0474
+    t = 0.0533333 / 0.0088192
+    assert r.p == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-3)
+    assert paired({0: 0.5, 1: 0.6}, {0: 0.4, 1: 0.5}).p == 0.0  # every difference 0.1: nothing varies
+    with pytest.raises(ValueError):
+        paired({0: 0.5}, {0: 0.4, 1: 0.3})
+
+
+def test_pairing_finds_what_two_pooled_stds_cannot():
+    """The reference's seeds differ a lot (0.70-0.90), the challenger is 0.01-0.03 above it on
+    every seed: paired, t = 0.02 / (0.007071 / sqrt 5) = 6.32 on 4 df, p = 0.0032: helps; the
+    unpaired rule needs 2 pooled stds, 0.16: no difference shown."""
+    ref = {0: 0.70, 1: 0.80, 2: 0.90, 3: 0.75, 4: 0.85}
+    ch = {s: v + d for (s, v), d in zip(ref.items(), (0.02, 0.03, 0.01, 0.02, 0.02), strict=True)}
+    r = paired(ch, ref)
+    assert r.p == pytest.approx(0.00321, abs=2e-4) and paired_verdict(r, r.p) == "helps"
+    assert decide(list(ch.values()), list(ref.values())).verdict == "no difference shown"
+    worse = paired(ref, ch)
+    assert paired_verdict(worse, worse.p) == "hurts" and paired_verdict(worse, 0.2) == "no difference shown"
+
+
+def test_holm_by_hand():
+    # sorted 0.01, 0.03, 0.04 times 3, 2, 1: 0.03, 0.06, 0.04 -> made non-decreasing: 0.03, 0.06, 0.06
+    assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    # Holm rejects both here (0.04, 0.04), Bonferroni would not reject b (0.06); unadjusted would say
+    # 0.02 and 0.03
+    assert holm({"a": 0.02, "b": 0.03}) == pytest.approx({"a": 0.04, "b": 0.04})
+    assert holm({"a": 0.6, "b": 0.7}) == {"a": 1.0, "b": 1.0}  # capped
+
+
+def test_calibration_precondition():
+    assert not calibrated([0.10, 0.12], 0.5) and calibrated([0.8, 0.7], 0.5) and not calibrated([], 0.0)
+
+
+def test_paired_decisions_of_a_study_score_calibrated_cells_only(tmp_path):
+    """Two cells by hand: in alpha=0.5 fedavg reaches 0.70-0.90 and fedwsa is 0.02 above it on
+    every seed (p 0.0032 on 5 seeds); in alpha=0.1 fedavg is at chance (0.10), below the
+    plan's calibration 0.5: "reference did not train", not scored. Holm over one comparison."""
+    preset = tmp_path / "p.yaml"
+    axis = 'alpha: {"0.5": [partition.alpha=0.5]}'
+    two = TINY.replace(axis, axis[:-1] + ', "0.1": [partition.alpha=0.1]}')
+    two = two.replace("seeds: [0, 1]", "seeds: [0, 1, 2, 3, 4]")
+    preset.write_text(two + "analysis: {paired: true, reference: fedavg, calibration: 0.5}\n")
+    cfg = load_preset(str(preset), [])
+    out = tmp_path / "study"
+    ref = [0.70, 0.80, 0.90, 0.75, 0.85]
+    gain = [0.02, 0.03, 0.01, 0.02, 0.02]
+    results = []
+    for cell in cells(cfg, []):
+        good = cell.name == "alpha=0.5"
+        for seed in range(5):
+            for tag, acc in (("fedavg", ref[seed] if good else 0.10),
+                             ("fedwsa,wsa_lambda=1", ref[seed] + gain[seed] if good else 0.11)):  # fmt: skip
+                d = out / "final" / cell.name / tag / f"seed={seed}"
+                d.mkdir(parents=True)
+                (d / "metrics.json").write_text(json.dumps({"status": "finished", "rounds": _rows(0.1, acc)}))
+        results.append(cell_results(cfg, out, cell, {"fedwsa": 1.0}))
+    assert paired_decisions(cfg, results) == 1
+    scored, untrained = results
+    assert untrained["paired"] == {"reference": "fedavg", "status": "reference did not train"}
+    w = scored["paired"]["fedwsa"]
+    assert w["verdict"] == "helps" and w["p_holm"] == w["p"] == pytest.approx(0.00321, abs=2e-4)
+    assert w["mean"] == pytest.approx(0.02) and w["low"] > 0

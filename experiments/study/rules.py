@@ -20,8 +20,18 @@ def diverged(rows: list[dict[str, Any]], num_classes: int) -> bool:
     return not math.isfinite(loss) or float(last["test_accuracy"]) <= 1.0 / num_classes + 0.01
 
 
-def choose(candidates: list[tuple[float, list[dict[str, Any]]]], num_classes: int) -> float:
-    """The tuned value: highest accuracy at the last round (validation in tuning runs);
+def last_mean(rows: list[dict[str, Any]], last: int = 1) -> float:
+    """Mean accuracy over the ``last`` rounds (of rounds >= 1; all of them if fewer)."""
+    trained = [float(r["test_accuracy"]) for r in rows if r.get("round", 1) >= 1] or [
+        float(rows[-1]["test_accuracy"])
+    ]
+    tail = trained[-last:]
+    return sum(tail) / len(tail)
+
+
+def choose(candidates: list[tuple[float, list[dict[str, Any]]]], num_classes: int, last: int = 1) -> float:
+    """The tuned value: highest mean accuracy over the ``last`` rounds (validation in tuning
+    runs; one round by default, the plan may name more, which one noisy round cannot decide);
     ties go to the smaller value; a diverged run ranks last.
 
     ``candidates``: (value, rounds of metrics.json) for each value of the grid.
@@ -31,7 +41,7 @@ def choose(candidates: list[tuple[float, list[dict[str, Any]]]], num_classes: in
 
     def rank(c: tuple[float, list[dict[str, Any]]]) -> tuple[bool, float, float]:
         value, rows = c
-        return (not diverged(rows, num_classes), float(rows[-1]["test_accuracy"]), -value)
+        return (not diverged(rows, num_classes), last_mean(rows, last), -value)
 
     return max(candidates, key=rank)[0]
 
@@ -54,6 +64,64 @@ def decide(challenger: list[float], reference: list[float], k: float = 2.0) -> D
     d = ma - mb
     verdict = "helps" if d > k * s else "hurts" if -d > k * s else "no difference shown"
     return Decision(verdict, d, s)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A challenger against a reference on the same seeds (same partition, initialisation and
+    sampling per seed): the per-seed differences and a t-based interval of their mean."""
+
+    seeds: list[Any]
+    diffs: list[float]  # challenger minus reference, per seed
+    mean: float
+    low: float  # the (1 - alpha) interval of the mean difference, t with n - 1 degrees of freedom
+    high: float
+    p: float  # two-sided, H0: mean difference 0
+
+
+def paired(challenger: dict[Any, float], reference: dict[Any, float], alpha: float = 0.05) -> Paired:
+    """The paired comparison over the seeds both have (at least 2). With every difference equal
+    the interval is that one value and ``p`` is 0 (or 1 if it is 0): nothing varies."""
+    from scipy import stats
+
+    seeds = sorted(set(challenger) & set(reference))
+    if len(seeds) < 2:
+        raise ValueError(f"a paired comparison needs 2 common seeds, got {seeds}")
+    d = [challenger[s] - reference[s] for s in seeds]
+    n = len(d)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    if sd == 0:
+        return Paired(seeds, d, mean, mean, mean, 0.0 if mean != 0 else 1.0)
+    se = sd / math.sqrt(n)
+    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * se
+    p = float(2 * stats.t.sf(abs(mean / se), n - 1))
+    return Paired(seeds, d, mean, mean - half, mean + half, p)
+
+
+def holm(pvalues: dict[str, float], alpha: float = 0.05) -> dict[str, float]:
+    """Holm's step-down adjusted p-values over the comparisons named (reject where <= alpha):
+    sorted ascending, ``p_(i) * (m - i)`` (i from 0), made non-decreasing, capped at 1."""
+    m = len(pvalues)
+    adjusted: dict[str, float] = {}
+    running = 0.0
+    for i, (name, p) in enumerate(sorted(pvalues.items(), key=lambda kv: kv[1])):
+        running = max(running, min(1.0, (m - i) * p))
+        adjusted[name] = running
+    return adjusted
+
+
+def paired_verdict(result: Paired, adjusted_p: float, alpha: float = 0.05) -> str:
+    """helps / hurts when Holm's adjusted p is at most ``alpha``, else no difference shown."""
+    if adjusted_p > alpha:
+        return "no difference shown"
+    return "helps" if result.mean > 0 else "hurts"
+
+
+def calibrated(reference_final: list[float], level: float) -> bool:
+    """The precondition of scoring a cell: its reference method reached ``level`` (mean final
+    accuracy); a cell that fails it is reported "reference did not train", never scored."""
+    return bool(reference_final) and sum(reference_final) / len(reference_final) >= level
 
 
 def _mean(values: list[float]) -> float:

@@ -83,7 +83,8 @@ def choose_cell(cfg: DictConfig, tjobs: dict[str, list[tuple[float, Job]]]) -> d
     for name, jobs in tjobs.items():
         if any(status(j) not in ENDED for _, j in jobs):
             return None
-        choice[name] = choose(tuning_candidates(jobs), num_classes(jobs[0][1]))
+        last = int(cfg.get("tune", {}).get("last", 1))  # the plan's number of last rounds to rank by
+        choice[name] = choose(tuning_candidates(jobs), num_classes(jobs[0][1]), last)
     return choice
 
 

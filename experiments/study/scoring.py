@@ -10,7 +10,16 @@ from typing import Any
 from omegaconf import DictConfig
 
 from experiments.study.preset import Cell, Job, final_jobs, fmt, tune_jobs
-from experiments.study.rules import Decision, decide, diverged, mismatch
+from experiments.study.rules import (
+    Decision,
+    calibrated,
+    decide,
+    diverged,
+    holm,
+    mismatch,
+    paired,
+    paired_verdict,
+)
 from experiments.study.runner import num_classes, rows, status
 from experiments.summary import mean_std
 from fedwsa.run.results import ENDED, RunFolder
@@ -49,6 +58,9 @@ def final_entry(jobs: list[Job]) -> dict[str, Any]:
         "seeds": len(scored),
         "failed": states.count("failed"),
         "final": [float(r[-1]["test_accuracy"]) for _, _, r in scored],
+        "by_seed": {
+            j.out_dir.name.removeprefix("seed="): float(r[-1]["test_accuracy"]) for j, _, r in scored
+        },
         "best": [max(float(row["test_accuracy"]) for row in r) for _, _, r in scored],
         "mismatch": [],
     }
@@ -104,3 +116,37 @@ def mechanism_points(cfg: DictConfig, results: list[dict[str, Any]]) -> list[dic
                 points.append({"cell": res["cell"], "challenger": c, "gain": mc - mb, "gain_se": se,
                                "spread": spread, "drop": drop})  # fmt: skip
     return points
+
+
+def paired_decisions(cfg: DictConfig, results: list[dict[str, Any]]) -> int:
+    """The plan's paired analysis (``analysis: {paired: true, reference, alpha, calibration}``),
+    written into each cell's ``paired``: every challenger against the reference on the same
+    seeds (``fedwsa``'s seeds fix partition, initialisation and sampling), a t interval of the
+    mean difference, and Holm's correction over every comparison of the study that is scored.
+    A cell whose reference's mean final accuracy is below ``calibration`` is "reference did not
+    train" and is not scored. Returns the number of comparisons Holm corrected over."""
+    a = cfg.get("analysis", {})
+    if not a.get("paired", False):
+        return 0
+    ref, alpha = a.get("reference", cfg.get("baseline", "fedavg")), float(a.get("alpha", 0.05))
+    level, n = float(a.get("calibration", 0.0)), len(cfg.final.seeds)
+    tests: dict[str, Any] = {}
+    for i, res in enumerate(results):
+        st = res["strategies"]
+        chal = [c for c in cfg.get("challengers", []) if c in st and st[c]["seeds"] == n]
+        if ref not in st or st[ref]["seeds"] < n or not chal:
+            res["paired"] = {"reference": ref, "status": "not all final runs done"}
+        elif not calibrated(st[ref]["final"], level):
+            res["paired"] = {"reference": ref, "status": "reference did not train"}
+        else:
+            res["paired"] = {"reference": ref, "status": "scored"}
+            for c in chal:
+                tests[f"{i}/{c}"] = paired(st[c]["by_seed"], st[ref]["by_seed"], alpha)
+    adjusted = holm({k: t.p for k, t in tests.items()})
+    for key, t in tests.items():
+        cell, c = key.split("/", 1)
+        results[int(cell)]["paired"][c] = {
+            "diffs": t.diffs, "mean": t.mean, "low": t.low, "high": t.high, "p": t.p, "p_holm": adjusted[key],
+            "verdict": paired_verdict(t, adjusted[key], alpha),
+        }  # fmt: skip
+    return len(tests)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from experiments.study.preset import Cell, StudyError, fmt
 from experiments.study.rules import spearman
-from experiments.study.scoring import cell_results, mechanism_points
+from experiments.study.scoring import cell_results, mechanism_points, paired_decisions
 from experiments.summary import mean_std
 
 
@@ -39,6 +39,7 @@ def report(cfg: DictConfig, out: Path, allcells: list[Cell], merge: Path | None 
         if c.name in choices or c.name in earlier
     ]
     merged = [r for r in results if Cell(r["cell"], ()).name not in choices]
+    paired_decisions(cfg, results)  # the plan's paired analysis, Holm over the whole study
     folder = out / "report"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "study.json").write_text(json.dumps(results, indent=1))
@@ -155,6 +156,7 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
             + " | ".join(cellfmt(d.get(c)) for c in cfg.get("challengers", []))
             + f" | {best['name'] + ': ' + cellfmt(best) if best else ''} |"
         )
+    lines += paired_lines(cfg, results)
     points = mechanism_points(cfg, results)
     if points:
         lines += ["", f"## Mechanism: gain over {cfg.get('baseline', 'fedavg')} vs its scope mismatch", ""]
@@ -164,4 +166,32 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
                 rho = spearman([x[what] for x in p], [x["gain"] for x in p])
                 rho_s = "n/a (fewer than 3 cells)" if math.isnan(rho) else f"{rho:+.2f}"
                 lines.append(f"- {c}: Spearman's rho(gain, {what}) = {rho_s}, n = {len(p)} cells")
+    return lines
+
+
+def paired_lines(cfg: DictConfig, results: list[dict[str, Any]]) -> list[str]:
+    """The paired decisions' table (``scoring.paired_decisions``), if the plan asks for them."""
+    if not any("paired" in r for r in results):
+        return []
+    a, axes, chal = cfg.get("analysis", {}), list(cfg.axes), list(cfg.get("challengers", []))
+    m = sum(1 for r in results for c in chal if c in r.get("paired", {}))
+    level = float(a.get("calibration", 0.0))
+    lines = ["", f"## Paired decisions (challenger minus reference per seed; mean, t-based "
+             f"{100 * (1 - float(a.get('alpha', 0.05))):g} % interval, Holm over {m} comparisons; "
+             f"a cell is scored only if its reference reaches {100 * level:g} %)", "",
+             "| " + " | ".join(axes) + " | reference | " + " | ".join(chal) + " |",
+             "|" + "---|" * (len(axes) + 1 + len(chal))]  # fmt: skip
+    for res in results:
+        p = res.get("paired", {})
+        cells = [res["cell"][x] for x in axes]
+        if p.get("status") != "scored":
+            lines.append("| " + " | ".join(cells) + f" | {p.get('reference', '')}: {p.get('status', '')} |"
+                         + " |" * len(chal))  # fmt: skip
+            continue
+        shown = [
+            f"{x['verdict']} ({100 * x['mean']:+.2f} pp [{100 * x['low']:+.2f}, {100 * x['high']:+.2f}], "
+            f"p_Holm {x['p_holm']:.3g})" if (x := p.get(c)) else ""
+            for c in chal
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + f" | {p['reference']} | " + " | ".join(shown) + " |")
     return lines
