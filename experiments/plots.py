@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,12 @@ def _colors(labels: list[str]) -> dict[str, str]:
 def plot_accuracy(groups: list[Any], path: Path, evaluated_on: str = "test") -> None:
     """Accuracy vs round: one panel per alpha, one line per strategy, band = +- std over seeds."""
     alphas = sorted({g.alpha for g in groups})
-    fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * len(alphas), 2.7), sharey=True,
-                             constrained_layout=True, squeeze=False)  # fmt: skip
+    most = max(len({g.label for g in groups if g.alpha == a}) for a in alphas)
+    below = most > 5  # many lines: one legend under the panels instead of one over each
+    ncol = 3 if len(alphas) > 1 else 2
+    height = 2.7 + (0.2 * math.ceil(most / ncol) + 0.2 if below else 0)
+    fig, axes = plt.subplots(1, len(alphas), figsize=(3.2 * max(len(alphas), 2 if below else 1), height),
+                             sharey=True, constrained_layout=True, squeeze=False)  # fmt: skip
     for ax, alpha in zip(axes[0], alphas, strict=True):
         colors = _colors(sorted({g.label for g in groups if g.alpha == alpha}))
         for g in (g for g in groups if g.alpha == alpha):
@@ -81,8 +86,45 @@ def plot_accuracy(groups: list[Any], path: Path, evaluated_on: str = "test") -> 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        if not below:
+            ax.legend(loc="lower right")
     axes[0][0].set_ylabel(f"central {evaluated_on} accuracy (%)")
+    if below:
+        by_label: dict[str, Any] = {}
+        for ax in axes[0]:
+            for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+                by_label.setdefault(lab.rsplit(" (n=", 1)[0], h)
+        fig.legend(list(by_label.values()), list(by_label), loc="outside lower center", ncol=ncol, fontsize=7,
+                   frameon=False)  # fmt: skip
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_final(groups: list[Any], path: Path, evaluated_on: str = "test") -> None:
+    """Final accuracy per strategy label (rows, best first at the first alpha), mean and std
+    over seeds, one marker per alpha: readable with many strategies, where lines are not."""
+    alphas = sorted({g.alpha for g in groups})
+    first = {g.label: np.mean([r.accuracy[-1] for r in g.runs]) for g in groups if g.alpha == alphas[0]}
+    labels = sorted({g.label for g in groups}, key=lambda lab: -first.get(lab, -1.0))
+    fig, ax = plt.subplots(figsize=(5.2, 0.9 + 0.22 * len(labels)), constrained_layout=True)
+    markers = iter(["o", "s", "^", "D", "v"])
+    for k, alpha in enumerate(alphas):
+        m = next(markers, "o")
+        for g in (g for g in groups if g.alpha == alpha):
+            finals = 100 * np.array([r.accuracy[-1] for r in g.runs])
+            y = labels.index(g.label) + (k - (len(alphas) - 1) / 2) * 0.22
+            std = finals.std(ddof=1) if len(finals) > 1 else 0.0
+            ax.errorbar(finals.mean(), y, xerr=std, fmt=m, ms=3.5, capsize=2, lw=0.8,
+                        color=f"C{k}", label=f"Dirichlet alpha = {alpha:g}")  # fmt: skip
+    ax.set_yticks(range(len(labels)), [f"{lab} (n={len(next(g.runs for g in groups if g.label == lab))})"
+                                        for lab in labels], fontsize=7)  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlabel(f"final {evaluated_on} accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles, strict=True))
+    ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize=7, title="mean ± std over seeds",
+              title_fontsize=7)  # fmt: skip
     fig.savefig(path)
     plt.close(fig)
 

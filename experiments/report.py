@@ -15,7 +15,7 @@ import csv
 import sys
 from pathlib import Path
 
-from experiments.plots import plot_accuracy, plot_scopes
+from experiments.plots import plot_accuracy, plot_final, plot_scopes
 from experiments.summary import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
 from fedwsa.run.results import RunFolder
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(stats)
     plot_accuracy(groups, out / "accuracy.png", on)
+    plot_final(groups, out / "final.png", on)
     for alpha in sorted({g.alpha for g in groups}):
         plot_scopes(groups, out / f"scopes_alpha{alpha:g}.png", alpha)
     text = summary(stats, "final")

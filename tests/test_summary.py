@@ -66,8 +66,8 @@ def test_mean_std_by_hand():
 def test_report_table_figures_and_summary(sweep, capsys):
     assert report_main([str(sweep), "--target", "0.65"]) == 0
     out = sweep / "report"
-    assert {"results.md", "results.csv", "accuracy.png", "scopes_alpha0.1.png", "scopes_alpha0.5.png",
-            "summary.md"} <= {p.name for p in out.iterdir()}  # fmt: skip
+    assert {"results.md", "results.csv", "accuracy.png", "final.png", "scopes_alpha0.1.png",
+            "scopes_alpha0.5.png", "summary.md"} <= {p.name for p in out.iterdir()}  # fmt: skip
     table = (out / "results.md").read_text()
     # fedwsa final: 0.7, 0.9 -> 80.00 +- 14.14; best the same; fedavg final 0.6, 0.8 -> 70.00 +- 14.14
     # rounds to 0.65: fedwsa seed 0 at round 2, seed 1 at round 1 -> 1.5; fedavg only seed 1 (round 2)
