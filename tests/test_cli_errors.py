@@ -266,5 +266,5 @@ def test_an_algorithm_s_knobs_are_typed_and_complete_once_resolved(tmp_path):
     assert one == other and one.identity() == other.identity()
     assert one.strategy.as_dict() == {
         "name": "fedwsa", "wsa_lambda": 1.0, "distance": "kl", "fusion": "mean", "fusion_trim": 0.2,
-        "align_global": False, "scope_all": False, "wsa_normalize": "none",
+        "align_global": False, "scope_all": False, "wsa_normalize": "none", "target_rule": "fused",
     }  # fmt: skip

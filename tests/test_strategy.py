@@ -231,3 +231,19 @@ def test_server_app_refuses_a_run_without_the_experiment():
     ctx = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={})
     with pytest.raises(ValueError, match="has no fedwsa-config"):
         main(None, ctx)
+
+
+def test_fedwsa_moving_target_in_the_strategy():
+    """The strategy applies the rule after fusing: here lambda 1, one 1x2 layer, K = 3, lr 0.1."""
+    from fedwsa.moving_target import curvatures, moving_target, shrink_factor
+
+    moving = {"sizes": [2], "lr": 0.1, "momentum": 0.0, "steps": 3.0}
+    s = FedWSA(initial_target=np.array([[0.0, 1.0]]), names=["w"], fraction_evaluate=0.0, moving=moving)
+    replies = [_reply([[1.0, 3.0]], [0.0], 1), _reply([[3.0, 9.0]], [4.0], 3)]  # scopes (2, 1), (6, 3)
+    s.aggregate_train(1, replies)
+    fused = fuse_scopes([np.array([[2.0, 1.0]]), np.array([[6.0, 3.0]])], [1, 3], "mean")
+    h_mu, h_sigma = curvatures(np.array([[0.0, 1.0]]), [2], "kl", "none", 1.0)  # 0.5 and 1 per weight
+    expected = moving_target(np.array([[0.0, 1.0]]), fused, shrink_factor(h_mu, 0.1, 0.0, 3),
+                             shrink_factor(h_sigma, 0.1, 0.0, 3))  # fmt: skip
+    np.testing.assert_allclose(s.target, expected)
+    assert not np.allclose(s.target, fused)  # it moved further than the fused scope

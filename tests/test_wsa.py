@@ -180,3 +180,30 @@ def test_per_weight_fused_gradient_equals_autograd(distance):
     assert reg.factors(params) == pytest.approx(
         [160 * 0.08**2, 24 * 0.3**2] if distance == "kl" else [160, 24]
     )
+
+
+def test_moving_target_by_hand():
+    """One layer of n = 4 weights at sigma* = 0.5, KL, lambda 1: h_sigma = 2 / (4 * 0.25) = 2,
+    h_mu = 1; lr 0.1, no momentum (eta = 0.1), K = 3 steps: kappa_sigma = 3 * 0.2 / (1 - 0.8^3)
+    = 0.6 / 0.488, kappa_mu = 0.3 / (1 - 0.9^3) = 0.3 / 0.271."""
+    from fedwsa.moving_target import curvatures, moving_target, shrink_factor
+
+    target = np.array([[0.0, 0.5]])
+    h_mu, h_sigma = curvatures(target, [4], "kl", "none", 1.0)
+    np.testing.assert_allclose([h_mu[0], h_sigma[0]], [1.0, 2.0])
+    k_mu, k_sigma = (shrink_factor(h, 0.1, 0.0, 3) for h in (h_mu, h_sigma))
+    np.testing.assert_allclose([k_mu[0], k_sigma[0]], [0.3 / 0.271, 0.6 / 0.488])
+    fused = np.array([[0.1, 0.6]])
+    np.testing.assert_allclose(
+        moving_target(target, fused, k_mu, k_sigma), [[0.1 * 0.3 / 0.271, 0.5 + 0.1 * 0.6 / 0.488]]
+    )
+    # no pull (lambda 0): kappa 1, today's rule; momentum 0.5 doubles eta; past eta h >= 1: K eta h
+    assert shrink_factor(np.array([0.0]), 0.1, 0.0, 3)[0] == 1.0
+    np.testing.assert_allclose(shrink_factor(np.array([2.0]), 0.05, 0.5, 3), [0.6 / 0.488])
+    np.testing.assert_allclose(shrink_factor(np.array([20.0]), 0.1, 0.0, 3), [6.0])
+    # W2: the mean's direction has the spread's curvature; per_weight: 2 lambda in every layer
+    np.testing.assert_allclose(curvatures(target, [4], "w2", "none", 1.0), [[0.5], [0.5]])
+    np.testing.assert_allclose(curvatures(target, [4], "kl", "per_weight", 3.0), [[3.0], [6.0]])
+    # a spread the step would collapse stops at half the smaller of T's and F's
+    shrunk = moving_target(target, np.array([[0.0, 0.2]]), np.array([1.0]), np.array([5.0]))
+    assert shrunk[0, 1] == 0.1

@@ -18,6 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
+from fedwsa.moving_target import curvatures, moving_target, shrink_factor
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.factory import new_model
 from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES
@@ -45,11 +46,13 @@ class Settings(Knobs):
     align_global: bool = False  # rescale the averaged model to the fused scope
     scope_all: bool = False  # also scope biases (default: tensors with ndim >= 2)
     wsa_normalize: str = "none"  # none | per_weight (one lambda, one pull per weight)
+    target_rule: str = "fused"  # fused (the fused scope) | moving (follows the clients' growth)
 
     def check(self, cfg: ExperimentConfig) -> None:
         knob("wsa_lambda", self.wsa_lambda >= 0, ">= 0", self.wsa_lambda)
         knob("fusion_trim", 0 <= self.fusion_trim < 0.5, "in [0, 0.5)", self.fusion_trim)
-        for key, allowed in (("distance", DISTANCES), ("fusion", FUSIONS), ("wsa_normalize", NORMALIZATIONS)):
+        for key, allowed in (("distance", DISTANCES), ("fusion", FUSIONS), ("wsa_normalize", NORMALIZATIONS),
+                             ("target_rule", ("fused", "moving"))):  # fmt: skip
             value = getattr(self, key)
             knob(key, value in allowed, f"one of {', '.join(allowed)}", value)
 
@@ -79,6 +82,7 @@ class FedWSA(RoundState, FedAvg):
         wsa_normalize: str = "none",
         fusion: str = "mean",
         fusion_trim: float = 0.2,
+        moving: dict[str, Any] | None = None,
         align_global: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -88,6 +92,7 @@ class FedWSA(RoundState, FedAvg):
         self.wsa_lambda, self.distance, self.scope_all = wsa_lambda, distance, scope_all
         self.wsa_normalize = wsa_normalize
         self.fusion, self.fusion_trim = fusion, fusion_trim
+        self.moving = moving  # target_rule=moving: the layers' sizes, lr, momentum, mean local steps
         self.align_global = align_global
         self.sent: dict[int, np.ndarray] = {}  # round -> target broadcast in that round
 
@@ -125,9 +130,17 @@ class FedWSA(RoundState, FedAvg):
         scopes = [self._scope(m.content[ARRAYS]) for m in good]  # type: ignore[arg-type]
         weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
         params = {k: v.numpy() for k, v in arrays.items()}
-        self.target = next_target(
+        fused = next_target(
             self.fusion, scopes, weights, scope_of_arrays(params, self.names), self.fusion_trim
         )
+        if self.moving is not None:  # undo the pull's shrinking of the clients' drift
+            m = self.moving
+            h_mu, h_sigma = curvatures(
+                self.target, m["sizes"], self.distance, self.wsa_normalize, self.wsa_lambda
+            )
+            k_mu, k_sigma = (shrink_factor(h, m["lr"], m["momentum"], m["steps"]) for h in (h_mu, h_sigma))
+            fused = moving_target(self.target, fused, k_mu, k_sigma)
+        self.target = fused
         if self.align_global:
             aligned = align_to_scope(params, self.names, self.target)
             arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in aligned.items()})
@@ -139,10 +152,19 @@ class FedWSA(RoundState, FedAvg):
 
 def build(setup: Setup, s: Settings) -> FedWSA:
     """Target ``T_1``: the initial model's scope."""
+    moving = None
+    if s.target_rule == "moving":
+        params = dict(setup.model.named_parameters())
+        steps, sizes = setup.steps(), list(setup.sizes)
+        if not sizes:
+            raise ValueError("target_rule=moving needs the partition sizes (the clients' local steps)")
+        mean_steps = sum(k * n for k, n in zip(steps, sizes, strict=True)) / sum(sizes)
+        moving = {"sizes": [params[n].numel() for n in setup.names], "lr": setup.cfg.lr,
+                  "momentum": setup.cfg.momentum, "steps": mean_steps}  # fmt: skip
     return FedWSA(
         initial_target=model_scope(setup.model, setup.names), names=setup.names, wsa_lambda=s.wsa_lambda,
         distance=s.distance, scope_all=s.scope_all, wsa_normalize=s.wsa_normalize, fusion=s.fusion,
-        align_global=s.align_global, fusion_trim=s.fusion_trim, **setup.flower,
+        align_global=s.align_global, fusion_trim=s.fusion_trim, moving=moving, **setup.flower,
     )  # fmt: skip
 
 
