@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.launch.preflight import fail, report_errors
 from experiments.launch.processes import LaunchError
 from experiments.plots import plot_connect
-from fedwsa.connectivity import ConnectSettings, run_connect
+from fedwsa.connectivity import BASELINES, ConnectSettings, run_connect
 from fedwsa.data import Dataset, load_dataset
 from fedwsa.models import build_model
 from fedwsa.run.config import ConfigError
@@ -60,7 +60,14 @@ def settings(cfg: DictConfig) -> ConnectSettings:
         stages=c["stages"],
         stage_epochs=c["stage_epochs"],
         align=c["align"],
+        baselines=tuple(c["baselines"]),
+        prox_mu=float(c["prox_mu"]),
+        wd=float(c["wd"]),
+        stop_at=float(c["stop_at"]),
     )
+    for b in s.baselines:
+        if b not in BASELINES:
+            raise ConfigError("baselines", f"each must be one of {', '.join(BASELINES)}; got {b!r}")
     for key, allowed in CHOICES.items():
         value = getattr(s, key)
         if value not in allowed:
@@ -74,6 +81,9 @@ def settings(cfg: DictConfig) -> ConnectSettings:
         ("lr", s.lr > 0),
         ("batch_size", s.batch_size >= 1),
         ("stage_epochs", s.stage_epochs >= 0),
+        ("prox_mu", s.prox_mu >= 0),
+        ("wd", s.wd >= 0),
+        ("stop_at", 0 <= s.stop_at < 1),
     ):
         if not ok:
             raise ConfigError(key, f"out of range: {OmegaConf.select(cfg, key)}")
@@ -106,19 +116,21 @@ def main(cfg: DictConfig) -> None:
         res = run_connect(s, ds)
         res["config"] = OmegaConf.to_container(cfg, resolve=True)
         (out / "results.json").write_text(json.dumps(res, indent=1))
-        bad = {v: res[v]["diverged"] for v in ("plain", "wsa") if res[v]["diverged"]}
+        variants = ["plain", "wsa", *s.baselines]
+        bad = {v: res[v]["diverged"] for v in variants if res[v]["diverged"]}
         if bad:  # its barriers are not computed: say so, keep what was written, exit 1
             what = "; ".join(f"{v}: model(s) {', '.join(map(str, ks))}" for v, ks in bad.items())
             raise LaunchError(
                 f"training diverged (non-finite weights or loss) for {what}; no barrier or fusion "
                 f"is computed for them (results.json says so, in {out}); lower wsa.lambda or lr"
             )
-        lines = ["a,loss_plain,accuracy_plain,loss_wsa,accuracy_wsa"]
-        for p, w in zip(res["plain"]["path"], res["wsa"]["path"], strict=True):
-            lines.append(f"{p['a']},{p['loss']},{p['accuracy']},{w['loss']},{w['accuracy']}")
+        lines = ["a," + ",".join(f"loss_{v},accuracy_{v}" for v in variants)]
+        for i, p in enumerate(res["plain"]["path"]):
+            points = [res[v]["path"][i] for v in variants]
+            lines.append(f"{p['a']}," + ",".join(f"{q['loss']},{q['accuracy']}" for q in points))
         (out / "path.csv").write_text("\n".join(lines) + "\n")
         plot_connect(res, out / "connect.png", title=f"{ds.name}, seed {s.seed}")
-        for v in ("plain", "wsa"):
+        for v in variants:
             r = res[v]
             fused = r["stages"][-1]["accuracy"][0]
             print(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from experiments.summary import mean_std
 
+VARIANTS = {"plain": "without WSA", "wsa": "with WSA", "prox": "L2 pull to the start", "wd": "weight decay"}
 METRICS = (
     ("barrier_loss", "loss barrier", 1.0),
     ("barrier_accuracy", "accuracy barrier (pp)", 100.0),
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     diverged = [
         f
         for f, r in zip(files, results, strict=True)
-        if r["plain"].get("diverged") or r["wsa"].get("diverged")
+        if any(r[v].get("diverged") for v in VARIANTS if v in r)
     ]
     for f in diverged:
         print(f"[fedwsa] leaving out {f.parent}: a model diverged (no barrier)", file=sys.stderr)
@@ -52,14 +53,20 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     lam = sorted({r["config"]["wsa"]["lambda"] for r in results})
     seeds = sorted(r["config"]["seed"] for r in results)
-    lines = [f"{len(results)} runs (seeds {seeds}), wsa.lambda {lam}", "",
-             "| metric | without WSA | with WSA |", "|---|---|---|"]  # fmt: skip
+    present = [v for v in VARIANTS if all(v in r for r in results)]
+    header = "| metric | " + " | ".join(VARIANTS[v] for v in present) + " |"
+    lines = [
+        f"{len(results)} runs (seeds {seeds}), wsa.lambda {lam}",
+        "",
+        header,
+        "|---|" + "---|" * len(present),
+    ]
     for key, name, scale in METRICS:
         cells = []
-        for v in ("plain", "wsa"):
+        for v in present:
             m, s = mean_std([scale * _values(r, v)[key] for r in results])
             cells.append(f"{m:.3f} ± {s:.3f}" if scale == 1.0 else f"{m:.2f} ± {s:.2f}")
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\nmean ± sample std over seeds; endpoint accuracy is the mean of A and B.\n"
     print(text)
     if a.out:

@@ -16,13 +16,18 @@ from matplotlib.ticker import MaxNLocator
 from strategies import registry
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.dpi": 150})
-VARIANT_STYLE = {"plain": ("tab:gray", "without WSA"), "wsa": ("tab:red", "with WSA")}
+VARIANT_STYLE = {
+    "plain": ("tab:gray", "without WSA"), "wsa": ("tab:red", "with WSA"),
+    "prox": ("tab:green", "L2 pull to the start"), "wd": ("tab:blue", "weight decay"),
+}  # fmt: skip
 
 
 def plot_connect(res: dict[str, Any], path: Path, title: str = "") -> None:
     """Test loss and accuracy along theta(a) = (1-a) theta_A + a theta_B, with and without WSA."""
     fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6), constrained_layout=True)
     for variant, (color, label) in VARIANT_STYLE.items():
+        if variant not in res:
+            continue
         rows = res[variant]["path"]
         a = [r["a"] for r in rows]
         b = res[variant]

@@ -118,6 +118,13 @@ class ConnectSettings:
     stages: str = "all"  # all | pairwise
     stage_epochs: int = 1
     align: bool = False
+    baselines: tuple[str, ...] = ()  # besides plain and wsa: prox (an L2 pull to the start) | wd
+    prox_mu: float = 0.01  # prox: (mu / 2) ||w - w_start||^2, the start being each model's initialisation
+    wd: float = 5e-4  # wd: the weight decay of that variant (the others use weight_decay)
+    stop_at: float = 0.0  # > 0: each model stops at the first epoch whose test accuracy reaches it
+
+
+BASELINES: tuple[str, ...] = ("prox", "wd")
 
 
 def _subsets(s: ConnectSettings, labels: np.ndarray) -> list[np.ndarray]:
@@ -136,17 +143,30 @@ def _train(
     epochs: int,
     target: np.ndarray | None,
     seed: int,
-) -> tuple[State, bool]:
-    """Train from ``state``; the new state, and whether it and its training loss stayed finite."""
+    variant: str = "plain",
+    test: tuple[Tensor, Tensor] | None = None,
+) -> tuple[State, bool, int]:
+    """Train from ``state`` as ``variant`` says (``wsa`` toward ``target``; ``prox`` pulled to
+    ``state``; ``wd`` with weight decay ``s.wd``; ``plain``); every variant sees the same batches.
+    With ``s.stop_at`` and ``test``: stop after the first epoch whose test accuracy reaches it.
+    The new state, whether it and its training loss stayed finite, and the epochs trained."""
     model.load_state_dict(state)
     names = scoped_names(model)
     reg = make_regularizer(
         model,
+        proximal_mu=s.prox_mu if variant == "prox" else 0.0,  # anchored at ``state``: loaded above
         wsa_lambda=s.wsa_lambda if target is not None else 0.0,
         target=target,
         names=names,
         distance=s.distance,
     )
+    done = [epochs]
+
+    def reached(epoch: int) -> bool:
+        assert test is not None
+        done[0] = epoch
+        return evaluate(model, *test)[1] >= s.stop_at
+
     torch.manual_seed(seed)
     result = train(
         model,
@@ -156,12 +176,13 @@ def _train(
         lr=s.lr,
         batch_size=s.batch_size,
         momentum=s.momentum,
-        weight_decay=s.weight_decay,
+        weight_decay=s.wd if variant == "wd" else s.weight_decay,
         regularizer=reg,
         generator=torch.Generator().manual_seed(seed),
+        stop=reached if s.stop_at > 0 and test is not None else None,
     )
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    return state, finite(state) and math.isfinite(result.loss)
+    return state, finite(state) and math.isfinite(result.loss), done[0]
 
 
 def finite(state: Mapping[str, Tensor]) -> bool:
@@ -186,7 +207,8 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
     subsets = [torch.from_numpy(i) for i in _subsets(s, ds.y_train.numpy())]
     alphas = np.linspace(0.0, 1.0, s.grid_points)
     out: dict[str, Any] = {"layers": names, "target": target0.tolist(), "alphas": alphas.tolist()}
-    for variant, target in (("plain", None), ("wsa", target0)):
+    variants = [("plain", None), ("wsa", target0), *((b, None) for b in s.baselines)]
+    for variant, target in variants:
         trained = [
             _train(
                 model,
@@ -197,11 +219,13 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
                 s.epochs,
                 target,
                 derive_seed(s.seed, 1, k),
+                variant,
+                (ds.x_test, ds.y_test),
             )
             for k in range(s.num_models)
         ]
-        states = [st for st, _ in trained]
-        diverged = [k for k, (_, ok) in enumerate(trained) if not ok]
+        states = [st for st, _, _ in trained]
+        diverged = [k for k, (_, ok, _) in enumerate(trained) if not ok]
         if diverged:  # no path, barrier or fusion of a model that is not a number
             out[variant] = {"diverged": diverged, "path": None, "barrier_loss": None,
                             "barrier_accuracy": None, "scopes": None, "stages": []}  # fmt: skip
@@ -215,6 +239,7 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
         mid = interpolate(states[0], states[1], 0.5)
         out[variant] = {
             "diverged": [],
+            "epochs": [e for _, _, e in trained],
             "path": path,
             "barrier_loss": barrier([r["loss"] for r in path], alphas),
             "barrier_accuracy": barrier([-r["accuracy"] for r in path], alphas),
@@ -223,7 +248,7 @@ def run_connect(s: ConnectSettings, ds: Dataset) -> dict[str, Any]:
                 "B": scope_of_state(states[1], names).tolist(),
                 "mid": scope_of_state(mid, names).tolist(),
             },
-            "stages": _multistage(model, states, subsets, ds, s, names, wsa=target is not None),
+            "stages": _multistage(model, states, subsets, ds, s, names, variant),
         }
     return out
 
@@ -235,11 +260,11 @@ def _multistage(
     ds: Dataset,
     s: ConnectSettings,
     names: list[str],
-    *,
-    wsa: bool,
+    variant: str,
 ) -> list[dict[str, Any]]:
-    """Merge in stages; between stages each merged model trains on its group's data,
-    toward the fusion of its members' scopes (WSA variant) or plainly."""
+    """Merge in stages; between stages each merged model trains on its group's data, as its
+    variant trains (WSA: toward the fusion of its members' scopes; prox: pulled to the merged
+    model; wd: with weight decay)."""
     stages = []
     members = [[k] for k in range(len(states))]
     while len(states) > 1:
@@ -264,13 +289,14 @@ def _multistage(
                     ds.y_train[d],
                     s,
                     s.stage_epochs,
-                    target if wsa else None,
+                    target if variant == "wsa" else None,
                     derive_seed(s.seed, 2 + len(stages), j),
+                    variant,
                 )
                 for j, ((avg, target, _, _), d) in enumerate(zip(merged, data, strict=True))
             ]
-            states = [st for st, _ in retrained]
-            stages[-1]["diverged_in_retraining"] = [j for j, (_, ok) in enumerate(retrained) if not ok]
+            states = [st for st, _, _ in retrained]
+            stages[-1]["diverged_in_retraining"] = [j for j, (_, ok, _) in enumerate(retrained) if not ok]
         else:
             states = [merged[0][0]]
         members = merged_members

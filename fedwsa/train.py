@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,22 +118,28 @@ def train(
     generator: torch.Generator | None = None,
     fused: bool = True,
     precision: str = "fp32",
+    stop: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with SGD on ``cross_entropy + regularizer(model)``.
 
     ``steps > 0``: exactly that many SGD steps instead of ``epochs`` passes (see
     :func:`local_batches`). ``regularizer=None`` is plain training (FedAvg's local step);
-    ``fused``: see :func:`sgd_step`.
+    ``fused``: see :func:`sgd_step`. ``stop(epoch)``: asked after each whole epoch (1, 2, ...;
+    with ``steps == 0``), ends training early when it says so (``TrainResult.steps`` counts
+    the steps taken); the optimiser's state carries across epochs as without it.
     """
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
     total = torch.zeros((), dtype=torch.float64, device=x.device)  # no GPU sync per step
     seen, taken = 0, 0
+    per_epoch = math.ceil(x.shape[0] / batch_size) if x.shape[0] else 1
     for xb, yb in local_batches(x, y, batch_size, generator, epochs=epochs, steps=steps):
         task = sgd_step(model, opt, xb, yb, regularizer, fused, precision)
         total += task.detach().double() * yb.shape[0]
         seen += yb.shape[0]
         taken += 1
+        if stop is not None and steps == 0 and taken % per_epoch == 0 and stop(taken // per_epoch):
+            break
     return TrainResult(loss=float(total) / max(seen, 1), num_examples=int(x.shape[0]), steps=taken)
 
 

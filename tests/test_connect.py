@@ -161,3 +161,65 @@ def test_connect_report_leaves_out_a_diverged_run(tmp_path, capsys):
     assert connect_report([str(tmp_path)]) == 0
     captured = capsys.readouterr()
     assert "1 runs (seeds [0])" in captured.out and "leaving out" in captured.err
+
+
+def test_stopping_after_an_epoch_is_training_that_many_epochs():
+    """``train(stop=...)`` ends after the epoch it names, with the optimiser's state carried
+    across epochs: the same model, bit for bit, as training that many epochs."""
+    from fedwsa.train import train
+
+    torch.manual_seed(0)
+    x, y = torch.randn(50, 1, 2, 4), torch.randint(0, 3, (50,))
+    a, b = build_model("mlp", (1, 2, 4), 3, 8), build_model("mlp", (1, 2, 4), 3, 8)
+    b.load_state_dict(a.state_dict())
+    asked = []
+    kw = dict(lr=0.1, batch_size=16, momentum=0.9)
+    r = train(a, x, y, epochs=5, generator=torch.Generator().manual_seed(3),
+              stop=lambda e: asked.append(e) or e == 2, **kw)  # fmt: skip
+    train(b, x, y, epochs=2, generator=torch.Generator().manual_seed(3), **kw)
+    assert asked == [1, 2] and r.steps == 2 * 4  # ceil(50 / 16) = 4 steps an epoch
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_baselines_see_the_same_starts_and_batches_and_at_zero_strength_are_plain():
+    s = ConnectSettings(model="mlp", hidden=16, seed=1, num_models=2, subsets="halves", epochs=1,
+                        grid_points=3, baselines=("prox", "wd"), prox_mu=0.0, wd=0.0)  # fmt: skip
+    res = run_connect(s, load_dataset("digits"))
+    for v in ("prox", "wd"):
+        assert res[v]["path"] == res["plain"]["path"] and res[v]["stages"] == res["plain"]["stages"]
+    strong = run_connect(
+        ConnectSettings(**{**s.__dict__, "prox_mu": 5.0, "wd": 0.01}), load_dataset("digits")
+    )
+    assert (
+        strong["prox"]["path"] != strong["plain"]["path"] and strong["wd"]["path"] != strong["plain"]["path"]
+    )
+    # the pull to the start keeps the models nearer their initialisation: their midpoint's
+    # scope nearer the initial one than plain training's
+    init = np.array(strong["target"])
+    gap = {
+        v: np.abs(np.array(strong[v]["scopes"]["mid"])[:, 1] - init[:, 1]).sum() for v in ("plain", "prox")
+    }
+    assert gap["prox"] < gap["plain"]
+
+
+def test_matched_endpoints_stop_at_the_accuracy_asked_for():
+    s = ConnectSettings(model="mlp", hidden=16, seed=1, num_models=2, subsets="halves", epochs=10,
+                        grid_points=3, lr=0.1, stop_at=0.8)  # fmt: skip
+    res = run_connect(s, load_dataset("digits"))
+    for v in ("plain", "wsa"):
+        ends = [res[v]["path"][0]["accuracy"], res[v]["path"][-1]["accuracy"]]
+        assert all(e < 10 for e in res[v]["epochs"]) and min(ends) >= 0.8, (v, res[v]["epochs"], ends)
+    # a model that stopped after e epochs was still below the mark after e - 1 (else it stops there)
+    e = res["plain"]["epochs"][0]
+    early = run_connect(
+        ConnectSettings(**{**s.__dict__, "stop_at": 0.0, "epochs": e - 1}), load_dataset("digits")
+    )
+    assert early["plain"]["path"][0]["accuracy"] < 0.8
+
+
+@pytest.mark.parametrize(("override", "key"), [("baselines=[foo]", "baselines"), ("stop_at=1.5", "stop_at"),
+                                               ("prox_mu=-1", "prox_mu")])  # fmt: skip
+def test_bad_baseline_settings_are_one_line(tmp_path, override, key):
+    cmd = [sys.executable, "-m", "experiments.connect", override, f"out_dir={tmp_path}"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {key}: ") and len(p.stderr.splitlines()) == 1
