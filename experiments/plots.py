@@ -24,7 +24,8 @@ VARIANT_STYLE = {
 
 def plot_connect(res: dict[str, Any], path: Path, title: str = "") -> None:
     """Test loss and accuracy along theta(a) = (1-a) theta_A + a theta_B, with and without WSA."""
-    fig, axes = plt.subplots(1, 2, figsize=(6.4, 2.6), constrained_layout=True)
+    many = sum(v in res for v in VARIANT_STYLE) > 2  # legends under the panels, off the curves
+    fig, axes = plt.subplots(1, 2, figsize=(6.4, 3.4 if many else 2.6), constrained_layout=True)
     for variant, (color, label) in VARIANT_STYLE.items():
         if variant not in res:
             continue
@@ -40,7 +41,10 @@ def plot_connect(res: dict[str, Any], path: Path, title: str = "") -> None:
     for ax in axes:
         ax.set_xlabel("a  (0: model A, 1: model B)")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if many:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=7, frameon=False)
+        else:
+            ax.legend()
     fig.suptitle(f"{title}: linear path (1 - a) A + a B" if title else "linear path (1 - a) A + a B")
     fig.savefig(path)
     plt.close(fig)
