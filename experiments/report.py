@@ -16,7 +16,16 @@ import sys
 from pathlib import Path
 
 from experiments.plots import plot_accuracy, plot_final, plot_scopes
-from experiments.summary import ReportError, check_comparable, find_runs, group_runs, label_runs, summary
+from experiments.study.rules import holm, paired
+from experiments.summary import (
+    Group,
+    ReportError,
+    check_comparable,
+    find_runs,
+    group_runs,
+    label_runs,
+    summary,
+)
 from fedwsa.run.results import RunFolder
 
 
@@ -24,11 +33,41 @@ def _pm(mean: float, std: float, n: int) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}" if n > 1 else f"{100 * mean:.2f}"
 
 
+def paired_table(groups: list[Group], reference: str) -> str | None:
+    """Each strategy against ``reference`` at each alpha, seed by seed (the same seed: the same
+    partition, initialisation and sampling): the mean difference of the final accuracy with its
+    t-based 95 % interval, and Holm's adjustment over every comparison in the table."""
+    if not any(g.label == reference for g in groups):
+        return None
+    finals = {(g.label, g.alpha): {r.config["seed"]: r.accuracy[-1] for r in g.runs} for g in groups}
+    tests = {}
+    for (label, alpha), by_seed in finals.items():
+        ref = finals.get((reference, alpha))
+        if label != reference and ref is not None and len(set(by_seed) & set(ref)) >= 2:
+            tests[(label, alpha)] = paired(by_seed, ref)
+    adjusted = holm({f"{k[0]}@{k[1]}": t.p for k, t in tests.items()})
+    head = f"| strategy | alpha | seeds | minus {reference}, final (pp) | 95 % interval (pp) | p | p, Holm |"
+    lines = [head, "|---|---|---|---|---|---|---|"]
+    for (label, alpha), t in sorted(tests.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        ci = f"[{100 * t.low:+.2f}, {100 * t.high:+.2f}]"
+        held = adjusted[f"{label}@{alpha}"]
+        lines.append(
+            f"| {label} | {alpha:g} | {len(t.seeds)} | {100 * t.mean:+.2f} | {ci} | {t.p:.3g} | {held:.3g} |"
+        )
+    note = (
+        f"\nper seed, the strategy's final accuracy minus {reference}'s on the same seed; mean, t-based "
+        f"95 % interval (n - 1 degrees of freedom), two-sided p, Holm over the {len(tests)} comparisons.\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.splitlines()[0])
     p.add_argument("paths", nargs="+", type=Path, help="sweep or run directories")
     p.add_argument("--out", type=Path, help="where to write (default: <first path>/report)")
     p.add_argument("--target", type=float, help="accuracy for 'rounds to target' (default: 90%% of the best)")
+    what = "also compare every strategy with this one seed by seed (t 95%% interval, Holm): paired.md"
+    p.add_argument("--paired", metavar="LABEL", help=what)
     a = p.parse_args(argv)
     try:
         runs, unfinished = find_runs(a.paths)
@@ -73,6 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     plot_final(groups, out / "final.png", on)
     for alpha in sorted({g.alpha for g in groups}):
         plot_scopes(groups, out / f"scopes_alpha{alpha:g}.png", alpha)
+    if a.paired:
+        table = paired_table(groups, a.paired)
+        if table is None:
+            print(f"error: --paired {a.paired}: no such strategy label (labels: "
+                  f"{', '.join(sorted({g.label for g in groups}))})", file=sys.stderr)  # fmt: skip
+            return 2
+        (out / "paired.md").write_text(table)
+        print(table)
     text = summary(stats, "final")
     (out / "summary.md").write_text("Final-round accuracy:\n\n" + "\n".join(f"- {t}" for t in text) + "\n")
     print("\n".join(lines) + "\n" + note + "\n".join(text))

@@ -126,3 +126,16 @@ def test_runs_written_before_the_registry_label_as_new_ones():
         "fedwsa, wsa_lambda=1.0, distance=kl", "fedwsa, wsa_lambda=1.0, distance=w2",
         "fedwsa, wsa_lambda=1.0, distance=kl",
     ]  # fmt: skip
+
+
+def test_paired_table_by_hand(sweep, capsys):
+    """fedwsa minus fedavg per seed: 0.7 - 0.6 and 0.9 - 0.8, so +10 pp twice: no spread, so
+    the interval is that one value and p = 0 (``experiments.study.rules.paired``); Holm over the
+    two alphas keeps 0."""
+    assert report_main([str(sweep), "--paired", "fedavg"]) == 0
+    text = (sweep / "report" / "paired.md").read_text()
+    assert "| fedwsa, wsa_lambda=0.1 | 0.1 | 2 | +10.00 | [+10.00, +10.00] | 0 | 0 |" in text
+    assert "| fedwsa, wsa_lambda=0.1 | 0.5 | 2 | +10.00 | [+10.00, +10.00] | 0 | 0 |" in text
+    assert "Holm over the 2 comparisons" in text
+    assert report_main([str(sweep), "--paired", "fedprox"]) == 2
+    assert "error: --paired fedprox: no such strategy label" in capsys.readouterr().err
