@@ -1,8 +1,9 @@
 """One ClientApp for all algorithms: decode, call the core, encode.
 
 The experiment (data, model, seeds) comes from Flower's run config (in a sweep's Flower
-run, with each train message); the algorithm's settings and per-client state come with each train message, and
-``fedwsa.regularizers`` turns them into the client terms: this file names no algorithm.
+run, with each train message); the algorithm's settings and per-client state come with each
+train message, and ``fedwsa.regularizers`` turns them into the client terms: this file names
+no algorithm.
 """
 
 from __future__ import annotations
