@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.results import RunFolder
 from strategies import registry
 
@@ -79,14 +80,16 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[Path]]:
 
 
 def check_comparable(runs: list[Run]) -> None:
-    """Refuse runs whose non-swept settings differ (names the first such key)."""
+    """Refuse runs whose non-swept settings differ (names the first such key). A key one run's
+    config lacks (written before the key existed) counts as its default."""
+    defaults = _flat(ExperimentConfig().as_dict())
     ref = _flat(runs[0].config)
     for run in runs[1:]:
         flat = _flat(run.config)
         for key in sorted(set(ref) | set(flat)):
             if key.startswith(VARYING) or key in VARYING:
                 continue
-            if ref.get(key) != flat.get(key):
+            if ref.get(key, defaults.get(key)) != flat.get(key, defaults.get(key)):
                 raise ReportError(
                     f"runs differ in {key} ({ref.get(key)!r} in {runs[0].path}, {flat.get(key)!r} in "
                     f"{run.path}); a report compares runs that differ only in strategy, alpha and seed"

@@ -139,3 +139,15 @@ def test_paired_table_by_hand(sweep, capsys):
     assert "Holm over the 2 comparisons" in text
     assert report_main([str(sweep), "--paired", "fedprox"]) == 2
     assert "error: --paired fedprox: no such strategy label" in capsys.readouterr().err
+
+
+def test_a_key_older_runs_lack_counts_as_its_default(sweep):
+    """Runs written before ``attack`` existed have no such section; today's have it at its
+    defaults: comparable. At another value: refused."""
+    runs, _ = find_runs([sweep])
+    for r in runs[:2]:
+        r.config = {k: v for k, v in r.config.items() if k != "attack"}
+    check_comparable(runs)
+    runs[2].config["attack"] = {**runs[2].config["attack"], "kind": "noise", "clients": 1.0}
+    with pytest.raises(ReportError, match="differ in attack.clients"):
+        check_comparable(runs)
