@@ -397,3 +397,10 @@ def test_a_knob_of_another_algorithm_on_the_command_line_is_one_line_exit_2(caps
     err = capsys.readouterr().err
     assert err == "error: strategy.wsa_lambda: not a knob of fedprox (its knobs: proximal_mu)\n"
     preflight_groups(["strategy=fedwsa", "strategy.wsa_lambda=1", "+strategy.anything=1"])  # Hydra's to judge
+
+
+def test_a_preset_that_chooses_the_strategy_takes_its_knobs_on_the_command_line():
+    """``experiment=tune_prox`` picks FedProx inside the preset: its knob is not refused."""
+    from experiments.launch.preflight import preflight_groups
+
+    preflight_groups(["experiment=tune_prox", "strategy.proximal_mu=0.1"])

@@ -149,5 +149,5 @@ def test_a_key_older_runs_lack_counts_as_its_default(sweep):
         r.config = {k: v for k, v in r.config.items() if k != "attack"}
     check_comparable(runs)
     runs[2].config["attack"] = {**runs[2].config["attack"], "kind": "noise", "clients": 1.0}
-    with pytest.raises(ReportError, match="differ in attack.clients"):
+    with pytest.raises(ReportError, match=r"differ in attack\.clients"):
         check_comparable(runs)

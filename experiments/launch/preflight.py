@@ -61,6 +61,8 @@ def preflight_groups(argv: list[str]) -> None:
     for arg in argv:
         if arg.startswith("strategy="):
             chosen = arg.split("=", 1)[1].strip("[]").split(",")
+        if arg.startswith("experiment="):  # a preset may choose the strategy: Hydra and the registry judge
+            chosen = []
     for arg in argv:
         key = arg.split("=", 1)[0]
         plain = "=" in arg and key[:1].isalpha() and not key.startswith(("hydra.", "hydra/"))
