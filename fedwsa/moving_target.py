@@ -36,17 +36,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedwsa.wsa import layer_factors
+from fedwsa.wsa import layer_curvature
 
 
 def curvatures(
     target: np.ndarray, sizes: Sequence[int], distance: str, normalize: str, lam: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per layer, the WSA term's curvature along the mean's and the spread's directions."""
-    t = np.asarray(target, dtype=np.float64).reshape(-1, 2)
-    n = np.asarray(sizes, dtype=np.float64)
-    c = layer_factors(t, sizes, distance, normalize)
-    h_sigma = lam * c * 2 / (n * t[:, 1] ** 2) if distance == "kl" else lam * c * 2 / n
+    h_sigma = lam * layer_curvature(target, sizes, distance, normalize)
     return (h_sigma / 2 if distance == "kl" else h_sigma), h_sigma
 
 

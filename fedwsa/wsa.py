@@ -190,6 +190,15 @@ def layer_factors(target: np.ndarray, sizes: Sequence[int], distance: str, norma
     return n * t[:, 1] ** 2 if distance == "kl" else n
 
 
+def layer_curvature(target: np.ndarray, sizes: Sequence[int], distance: str, normalize: str) -> np.ndarray:
+    """Each layer's ``h_l`` of :func:`layer_factors` at ``lambda = 1``: the WSA term's curvature
+    per weight along the direction that changes ``sigma``."""
+    t = np.asarray(target, dtype=np.float64).reshape(-1, 2)
+    n = np.asarray(sizes, dtype=np.float64)
+    c = layer_factors(t, sizes, distance, normalize)
+    return 2 * c / (n * t[:, 1] ** 2) if distance == "kl" else 2 * c / n
+
+
 def stable_lambda(
     target: np.ndarray, sizes: Sequence[int], distance: str, normalize: str, lr: float, momentum: float
 ) -> tuple[float, int]:
@@ -201,10 +210,7 @@ def stable_lambda(
     that is ``lambda < 2 (1 + momentum) / (lr * max_l h_l)``. Beyond it ``sigma`` oscillates
     and grows (period 2) instead of settling at the target.
     """
-    t = np.asarray(target, dtype=np.float64).reshape(-1, 2)
-    n = np.asarray(sizes, dtype=np.float64)
-    c = layer_factors(t, sizes, distance, normalize)
-    h = 2 * c / (n * t[:, 1] ** 2) if distance == "kl" else 2 * c / n
+    h = layer_curvature(target, sizes, distance, normalize)
     worst = int(np.argmax(h))
     return float(2 * (1 + momentum) / (lr * h[worst])), worst
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedwsa.feddyn import FEDDYN_ALPHA, FEDDYN_STATE, feddyn_client_state, feddyn_server
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import ARRAYS
-from strategies.arrays import to_numpy, to_record
+from strategies.arrays import to_numpy, to_record, with_client_arrays
 from strategies.base import Knobs, RoundState, Setup, Unit, arrays, knob, tensors
 from strategies.grid import PartitionGrid
 
@@ -60,18 +60,8 @@ class FedDyn(RoundState, FedAvg):
         """FedAvg's messages, with ``alpha`` and each client's ``g_k`` (if it has one)."""
         self.x = to_numpy(arrays)
         config[FEDDYN_ALPHA] = self.alpha
-        out = []
-        for m in super().configure_train(server_round, arrays, config, grid):
-            g = self.g.get(self.grid.partition_of[m.metadata.dst_node_id])
-            if g is None:
-                out.append(m)
-                continue
-            content = RecordDict(dict(m.content.items()))
-            content[FEDDYN_STATE] = to_record(g)
-            meta = m.metadata
-            out.append(Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type,
-                               group_id=meta.group_id))  # fmt: skip
-        return out
+        messages = super().configure_train(server_round, arrays, config, grid)
+        return with_client_arrays(messages, self.grid, FEDDYN_STATE, self.g.get)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

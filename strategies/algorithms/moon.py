@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedwsa.moon import MOON_MU, MOON_PREVIOUS, MOON_TEMPERATURE
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import ARRAYS
-from strategies.arrays import to_numpy, to_record
+from strategies.arrays import to_numpy, with_client_arrays
 from strategies.base import Knobs, RoundState, Setup, Unit, arrays, knob, tensors
 from strategies.grid import PartitionGrid
 
@@ -49,18 +49,8 @@ class Moon(RoundState, FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         config[MOON_MU], config[MOON_TEMPERATURE] = self.mu, self.temperature
-        out = []
-        for m in super().configure_train(server_round, arrays, config, grid):
-            prev = self.previous.get(self.grid.partition_of[m.metadata.dst_node_id])
-            if prev is None:
-                out.append(m)
-                continue
-            content = RecordDict(dict(m.content.items()))
-            content[MOON_PREVIOUS] = to_record(prev)
-            meta = m.metadata
-            out.append(Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type,
-                               group_id=meta.group_id))  # fmt: skip
-        return out
+        messages = super().configure_train(server_round, arrays, config, grid)
+        return with_client_arrays(messages, self.grid, MOON_PREVIOUS, self.previous.get)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedwsa.fednova import fednova_norm
 from fedwsa.run.wire import ARRAYS
 from fedwsa.scaffold import SCAFFOLD_CORRECTION, scaffold_client_control, scaffold_server_control
-from strategies.arrays import to_numpy, to_record
+from strategies.arrays import to_numpy, with_client_arrays
 from strategies.base import Knobs, RoundState, Setup, Unit, arrays, tensors
 from strategies.grid import PartitionGrid
 
@@ -61,15 +61,13 @@ class Scaffold(RoundState, FedAvg):
         """FedAvg's messages, each with its client's correction ``c - c_i``."""
         self.x = to_numpy(arrays)
         self.c = self.c or self._zeros()
-        out = []
-        for m in super().configure_train(server_round, arrays, config, grid):
-            c_i = self.c_i.get(self.grid.partition_of[m.metadata.dst_node_id]) or self._zeros()
-            content = RecordDict(dict(m.content.items()))
-            content[SCAFFOLD_CORRECTION] = to_record({k: self.c[k] - c_i[k] for k in self.c})
-            meta = m.metadata
-            out.append(Message(content, dst_node_id=meta.dst_node_id, message_type=meta.message_type,
-                               group_id=meta.group_id))  # fmt: skip
-        return out
+
+        def correction(pid: int) -> dict[str, np.ndarray]:
+            c_i = self.c_i.get(pid) or self._zeros()
+            return {k: self.c[k] - c_i[k] for k in self.c}
+
+        messages = super().configure_train(server_round, arrays, config, grid)
+        return with_client_arrays(messages, self.grid, SCAFFOLD_CORRECTION, correction)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
