@@ -55,6 +55,15 @@ class RoundState:
         """What this strategy adds to the round's record in ``scopes.json``."""
         return {"target": None}
 
+    # Differential privacy (``strategies/privacy.py``) sets this: what the strategy sends
+    # besides the model must then come from the released (noised) model, in ``released``.
+    from_release: bool = False
+
+    def released(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """The model the privacy mechanism released this round; what the strategy derives
+        from it (FedWSA: its next target) happens here. Returns the model to use."""
+        return arrays
+
 
 class Stateless(RoundState):
     """A strategy whose every round depends only on the model it is given: nothing to keep."""
@@ -134,7 +143,9 @@ class Unit:
 
     ``settings``: its :class:`Knobs` class; ``build(setup, settings)``: its strategy (a
     :class:`RoundState` and a Flower strategy); ``color``: its colour in figures;
-    ``strength``: the knobs every report label shows (FedProx's mu); ``client_state``: how
+    ``strength``: the knobs every report label shows (FedProx's mu); ``dp_mean``: its new
+    model is the (weighted) mean of the replies' models and nothing else it sends depends on
+    them, so central DP's epsilon holds for it (``strategies/privacy.py``); ``client_state``: how
     many model-sized float32 arrays the server keeps per client (checked against the memory
     before a run starts); ``warnings(cfg, settings)``: lines the launcher prints (not refusals).
     """
@@ -145,5 +156,6 @@ class Unit:
     build: Any  # Callable[[Setup, Knobs], RoundState]
     color: str = "black"
     strength: tuple[str, ...] = ()
+    dp_mean: bool = False
     client_state: int = 0
     warnings: Any = None  # Callable[[ExperimentConfig, Knobs], list[str]] | None

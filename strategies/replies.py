@@ -156,3 +156,25 @@ def attack(
         u.message.content[ARRAYS] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in new.items()})
         out.append(dataclasses.replace(u, arrays=new))
     return out
+
+
+def beyond_bound(
+    updates: list[Update], base: dict[str, np.ndarray], bound: float
+) -> tuple[list[Update], dict[int, str]]:
+    """The updates within L2 norm ``bound`` of ``base``, and why each other was rejected:
+    a client that was to clip its own update (``privacy=client_fixed``) is checked, not
+    trusted. The slack covers float32 rounding of ``base + clipped update`` (about 6e-8 of
+    the model's norm), not a bigger update."""
+    slack = 1e-6 * (
+        float(np.sqrt(sum(np.sum(np.square(v, dtype=np.float64)) for v in base.values()))) + bound
+    )
+    kept, rejected = [], {}
+    for u in updates:
+        norm = float(
+            np.sqrt(sum(np.sum(np.square(u.arrays[k] - v, dtype=np.float64)) for k, v in base.items()))
+        )
+        if norm > bound + slack:
+            rejected[u.partition_id] = f"its update's norm {norm:.6g} exceeds privacy.clipping_norm={bound:g}"
+        else:
+            kept.append(u)
+    return kept, rejected

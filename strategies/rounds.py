@@ -21,14 +21,15 @@ from fedwsa.run.checkpoint import Checkpoint
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.factory import device_data, new_model, partition_sizes
 from fedwsa.run.local_round import train_settings
-from fedwsa.run.results import RunLog, scope_stats
+from fedwsa.run.results import COLUMNS, PRIVACY_COLUMNS, RunLog, scope_stats
 from fedwsa.run.tracking import Trackers
 from fedwsa.run.wire import EXPERIMENT, FINISHED, PROGRESS, encode_train
 from fedwsa.train import evaluate
 from fedwsa.wsa import model_scope, scope_of_arrays, scoped_names
 from strategies.grid import PartitionGrid
-from strategies.registry import build_strategy, scope_all
-from strategies.replies import Update, attack, attackers, clip, screen
+from strategies.privacy import Private
+from strategies.registry import build_strategy, scope_all, unit
+from strategies.replies import Update, attack, attackers, beyond_bound, clip, screen
 
 
 class RunFailed(RuntimeError):
@@ -43,7 +44,12 @@ class Session:
     """One run: the model, the strategy, the results, and the loop over rounds."""
 
     def __init__(
-        self, grid: Grid, cfg: ExperimentConfig, assign: bool = False, carry_experiment: bool = False
+        self,
+        grid: Grid,
+        cfg: ExperimentConfig,
+        assign: bool = False,
+        carry_experiment: bool = False,
+        fresh_noise: bool = False,
     ) -> None:
         self.cfg = cfg
         self.carry_experiment = carry_experiment
@@ -57,13 +63,18 @@ class Session:
         self.names = scoped_names(model, scope_all(cfg))
         self.shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         self.strategy = build_strategy(cfg, model, self.names, self.grid, self.sizes)
+        if cfg.privacy.kind != "none":  # Flower's DP around it; the noise seeded unless fresh_noise
+            accounted = unit(cfg.strategy.name).dp_mean
+            self.strategy = Private(self.strategy, cfg, accounted, seeded=not fresh_noise)
         self.attack = attackers(cfg)  # partition ids (model attacks; label_flip acts in the clients)
         info = (
             {"attack": {"kind": cfg.attack.kind, "attackers": self.attack}}
             if cfg.attack.kind != "none"
             else {}
         )
-        self.log = RunLog(cfg.out_dir, self.names, info)
+        private = cfg.privacy.kind != "none"
+        columns = (*COLUMNS[:-2], *PRIVACY_COLUMNS, *COLUMNS[-2:]) if private else COLUMNS
+        self.log = RunLog(cfg.out_dir, self.names, info, columns)
         self.arrays = ArrayRecord(model.state_dict())
         self.model = model.to(self.device)  # evaluates the global model
         self.grid.progress = self.progress
@@ -93,6 +104,8 @@ class Session:
                 updates = attack(
                     updates, self.arrays, self.attack, cfg.attack, rnd, cfg.seeds.partition, self.names
                 )
+            if cfg.privacy.kind == "client_fixed" and updates:  # did each client clip? (checked)
+                updates, failed = self.bounded(updates, failed)
             if cfg.update_clip and updates:
                 updates = self.clip(updates)
             new = None
@@ -116,6 +129,10 @@ class Session:
                 )
             if rnd % cfg.checkpoint_every == 0 or rnd == cfg.num_rounds:
                 self.save()
+        if isinstance(self.strategy, Private):
+            spent = self.strategy.spent()
+            eps = "not accounted for this strategy" if spent["epsilon"] is None else f"{spent['epsilon']:.4g}"
+            say(f"privacy spent: epsilon {eps} at delta {spent['delta']:g} ({cfg.privacy.kind})")
         final = {k: torch.as_tensor(v) for k, v in self.arrays.to_torch_state_dict().items()}
         self.log.finish(final)
         self.trackers.finish(self.log.rows, self.log.out / "model.pt")
@@ -139,6 +156,13 @@ class Session:
         say(f"{PROGRESS}round {self.rnd:>3}/{self.cfg.num_rounds}: {done}/{total} clients, "
             f"{elapsed:.0f} s elapsed, ~{left:.0f} s left")  # fmt: skip
 
+    def bounded(self, updates: list[Update], failed: list[int]) -> tuple[list[Update], list[int]]:
+        base = {k: v.numpy() for k, v in self.arrays.items()}
+        kept, rejected = beyond_bound(updates, base, self.cfg.privacy.clipping_norm)
+        for pid, reason in rejected.items():
+            say(f"client {pid} failed: {reason}")
+        return kept, failed + sorted(rejected)
+
     def clip(self, updates: list[Update]) -> list[Update]:
         base = {k: v.numpy() for k, v in self.arrays.items()}
         updates, scales = clip(updates, base, self.cfg.update_clip)
@@ -155,6 +179,8 @@ class Session:
         row: dict[str, Any] = {"round": rnd, "test_accuracy": acc, "test_loss": loss,
                                "num_failures": len(failed), "failed_clients": failed}  # fmt: skip
         scopes = {"global": model_scope(self.model, self.names).tolist(), **self.strategy.round_record(rnd)}
+        if isinstance(self.strategy, Private):
+            row.update(self.strategy.spent())
         if rnd and updates is None:
             row["num_replies"] = 0
         elif updates:
@@ -204,15 +230,22 @@ class Session:
         self.trackers.fail(error)
 
 
-def run(grid: Grid, cfg: ExperimentConfig, assign: bool = False, carry_experiment: bool = False) -> None:
+def run(
+    grid: Grid,
+    cfg: ExperimentConfig,
+    assign: bool = False,
+    carry_experiment: bool = False,
+    fresh_noise: bool = False,
+) -> None:
     """Run the experiment on ``grid`` (any Flower Grid: simulation or deployment).
 
     ``assign``: the nodes are virtual (Flower's simulation, ``engine=inprocess``): a pool of
     ``cfg.node_pool`` nodes, each round given the sampled partitions in their messages,
     instead of one node per partition asked for its own (see ``strategies.grid``).
     ``carry_experiment``: the train messages carry the experiment (a sweep's Flower run,
-    whose run config does not name one)."""
-    session = Session(grid, cfg, assign, carry_experiment)
+    whose run config does not name one). ``fresh_noise``: differential privacy's noise from
+    the operating system's entropy (a real federation), not from the run's seeds."""
+    session = Session(grid, cfg, assign, carry_experiment, fresh_noise)
     try:
         session.run()
     except OSError as e:

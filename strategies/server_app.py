@@ -35,7 +35,8 @@ def main(grid: Grid, context: Context) -> None:
     if not text:
         raise ValueError(f"the run config has no {RUN_CONFIG_KEY}: launch with `python -m experiments.run`")
     cfg = experiment(text)
-    run(grid, cfg, assign=str(context.run_config.get(ENGINE_KEY, "")) == "simulation")
+    engine = str(context.run_config.get(ENGINE_KEY, ""))
+    run(grid, cfg, assign=engine == "simulation", fresh_noise=engine == "deployment")
 
 
 def experiment(text: str) -> ExperimentConfig:

@@ -16,6 +16,7 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from clients import client_app
+from clients.experiment import partition_id
 from fedwsa.run.wire import CONFIG, ROUND
 from tests.faults import DELAY_ENV, DELAY_ROUNDS_ENV, FAULTS_ENV, LOG_ENV, inject
 
@@ -32,7 +33,7 @@ def train(msg: Message, context: Context) -> Message:
         time.sleep(float(os.environ.get(DELAY_ENV, "0") or 0))
     reply = client_app.train(msg, context)
     _log(log, "end")
-    return inject(os.environ.get(FAULTS_ENV, ""), client_app._partition_id(context, msg), reply)
+    return inject(os.environ.get(FAULTS_ENV, ""), partition_id(context, msg), reply)
 
 
 def _log(path: str, what: str) -> None:

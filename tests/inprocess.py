@@ -9,7 +9,7 @@ starting Flower. Like Flower, a ClientApp that raises becomes an error reply.
 
 from flwr.app import Error, Message, MessageType
 
-from clients.client_app import _partition_id
+from clients.experiment import partition_id as _partition_id
 from experiments.launch.inprocess import InProcessGrid
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import ROUND

@@ -29,11 +29,13 @@ KEYS = [
     "partition.labels_per_client", "model.hidden", "dataset.alpha", "attack.kind", "attack.clients",
     "attack.scale", "strategy.wsa_lambda", "strategy.distance", "strategy.fusion", "strategy.fusion_trim",
     "federation.port", "checkpoint_every", "max_failed_rounds", "no_such_key", "strategy.no_such_knob",
+    "privacy.noise_multiplier", "privacy.clipping_norm", "privacy.delta", "privacy.epsilon", "privacy.count_std",
 ]  # fmt: skip
 GROUPS = {
     "strategy": [*registry.UNITS, "fedfoo"], "model": ["auto", "mlp", "cnn", "logreg", "resnet"],
     "partition": ["dirichlet", "iid", "pathological", "zipf"],
     "attack": ["none", "sign_flip", "scale", "noise", "label_flip", "alie", "scope", "poison"],
+    "privacy": ["none", "central_fixed", "central_adaptive", "client_fixed", "local", "dp"],
 }  # fmt: skip
 VALUES = st.one_of(
     st.integers(-3, 300_000).map(str),

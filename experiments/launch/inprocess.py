@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import redirect_stdout
+from functools import partial
 
 from flwr.app import Context, Error, Message, MessageType, RecordDict
+from flwr.clientapp.typing import Mod
 from flwr.supercore.task_identity import TaskIdentity
 
-from clients.client_app import query, train
+from clients.client_app import MODS, query, train
 from experiments.launch.processes import LaunchError, LineWriter, ProgressView, check_interrupted
 from fedwsa.run.config import ExperimentConfig
 from fedwsa.run.wire import RUN_CONFIG_KEY
@@ -53,8 +55,11 @@ class InProcessGrid:
         ctx = self.context(m.metadata.dst_node_id)
         if m.metadata.message_type == MessageType.QUERY:
             return query(m, ctx)
+        call: Callable[[Message, Context], Message] = train
+        for mod in reversed(MODS):  # as Flower's ClientApp applies them
+            call = partial(_through, mod, call)
         try:
-            return train(m, ctx)
+            return call(m, ctx)
         except Exception as e:  # as Flower does: the error travels back as a reply
             return Message(Error(code=0, reason=f"{type(e).__name__}: {e}"), reply_to=m)
 
@@ -76,6 +81,10 @@ class InProcessGrid:
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         return [self.handle(m) for m in messages]
+
+
+def _through(mod: Mod, call_next: Callable[[Message, Context], Message], m: Message, c: Context) -> Message:
+    return mod(m, c, call_next)
 
 
 def run_inprocess(cfg: ExperimentConfig) -> None:

@@ -25,6 +25,7 @@ from experiments.launch.processes import LaunchError, check_interrupted, interru
 from fedwsa.data import DatasetUnavailable
 from fedwsa.device import DeviceUnavailable, resolve_device
 from fedwsa.partition import PartitionError
+from fedwsa.privacy import CENTRAL
 from fedwsa.run import checkpoint
 from fedwsa.run.checkpoint import CheckpointError
 from fedwsa.run.config import ConfigError, ExperimentConfig, from_dict
@@ -35,7 +36,7 @@ from fedwsa.run.tracking import missing_extras, mlflow_uri
 from strategies import registry
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking", "attack")
+GROUPS = ("strategy", "dataset", "model", "partition", "experiment", "tracking", "attack", "privacy")
 
 # Every key's default, from the one place that defines them (``conf/config.yaml`` starts
 # from this node; the option files only hold what they change).
@@ -271,7 +272,14 @@ def _abs(path: str) -> str:
 def warn_algorithm(exp: ExperimentConfig) -> None:
     """The algorithm's own warnings (FedWSA: lambda beyond the stable range), one line each."""
     u = registry.unit(exp.strategy.name)
-    for line in u.warnings(exp, registry.settings(exp)) if u.warnings else []:
+    lines = u.warnings(exp, registry.settings(exp)) if u.warnings else []
+    if exp.privacy.kind in CENTRAL and not u.dp_mean:
+        lines.append(
+            f"privacy={exp.privacy.kind} adds noise to {u.name}'s model, but its update is not a mean of the "
+            "clipped replies (or it broadcasts state built from them): no epsilon is claimed "
+            "(docs/privacy.md)"
+        )
+    for line in lines:
         print(f"[fedwsa] warning: {line}", flush=True)
 
 

@@ -13,24 +13,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedwsa.attacks import KINDS, attacker_count
 from fedwsa.data import DATASETS
 from fedwsa.device import DEVICE_PATTERN, PRECISIONS
 from fedwsa.models import MODELS, check_input
 from fedwsa.partition import PARTITIONS
+from fedwsa.run.errors import ConfigError
+from fedwsa.run.errors import check as _check
+from fedwsa.run.errors import choice as _choice
+from fedwsa.run.threats import AttackConfig, PrivacyConfig, check_attack, check_privacy
 
 ENGINES: tuple[str, ...] = ("simulation", "inprocess")
 TRAIN_SIZES = {"digits": 1437, "fmnist": 60000, "mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 INPUT_SHAPES = {"digits": (1, 8, 8), "fmnist": (1, 28, 28), "mnist": (1, 28, 28),
                 "cifar10": (3, 32, 32), "cifar100": (3, 32, 32), "synthetic": (1, 1, 60)}  # fmt: skip
-
-
-class ConfigError(ValueError):
-    """A bad config value; ``str()`` is a one-line message that names the key."""
-
-    def __init__(self, key: str, message: str) -> None:
-        super().__init__(f"{key}: {message}")
-        self.key = key
 
 
 @dataclass(frozen=True, init=False)
@@ -97,17 +92,6 @@ class FederationConfig:
 
 
 @dataclass(frozen=True)
-class AttackConfig:
-    """Simulated attackers among the clients (``fedwsa/attacks.py``); simulation and
-    ``engine=inprocess`` only. Which clients attack is drawn from ``seeds.partition``."""
-
-    kind: str = "none"  # none | sign_flip | scale | noise | label_flip | alie | scope
-    clients: float = 0.0  # how many attack: a count (>= 1) or a fraction of num_clients (< 1)
-    scale: float = 10.0  # scale: the update's factor; scope: the factor on each scoped tensor's sigma
-    noise_std: float = 1.0  # noise: the standard deviation added to every weight
-
-
-@dataclass(frozen=True)
 class TensorboardConfig:
     enabled: bool = False
     log_dir: str = ""  # empty: <out_dir>/tensorboard
@@ -165,6 +149,7 @@ class ExperimentConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     seed: int = 0  # base seed; the Hydra config makes each of ``seeds`` follow it
     num_clients: int = 5
     num_rounds: int = 5
@@ -226,8 +211,9 @@ class ExperimentConfig:
         d = neutral.as_dict()
         # absent, not defaulted: checkpoints written before these keys existed stay resumable
         del d["tracking"], d["sim_nodes"], d["sweep_ray"]
-        if self.attack == AttackConfig():
-            del d["attack"]
+        for key, default in (("attack", AttackConfig()), ("privacy", PrivacyConfig())):
+            if getattr(self, key) == default:
+                del d[key]
         if self.dataset.name != "synthetic":
             del d["dataset"]["alpha"], d["dataset"]["beta"]
         return json.dumps(d, sort_keys=True)
@@ -296,16 +282,6 @@ def build_dataclass(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(key, f"must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _check(key: str, ok: bool, rule: str, value: Any) -> None:
-    if not ok:
-        raise ConfigError(key, f"must be {rule}, got {value!r}")
-
-
 def validate(c: ExperimentConfig) -> ExperimentConfig:
     """Check ranges and combinations; raise :class:`ConfigError` naming the first bad key."""
     p = c.partition
@@ -345,7 +321,8 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check("federation.port", 0 <= c.federation.port <= 65535, "in [0, 65535]", c.federation.port)
     _check("round_timeout_s", c.round_timeout_s > 0, "> 0", c.round_timeout_s)
     _check("update_clip", c.update_clip == 0 or c.update_clip >= 1, "0 (off) or >= 1", c.update_clip)
-    _check_attack(c)
+    check_attack(c.attack, c.num_clients)
+    check_privacy(c.privacy, c.sample_size)
     if c.sim_nodes and c.sim_nodes < c.sample_size:
         raise ConfigError(
             "sim_nodes",
@@ -373,21 +350,6 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     except ValueError as e:
         raise ConfigError("model.name", f"{e} ({c.dataset.name})") from None
     return c
-
-
-def _check_attack(c: ExperimentConfig) -> None:
-    a = c.attack
-    _choice("attack.kind", a.kind, KINDS)
-    _check("attack.scale", a.scale > 0, "> 0", a.scale)
-    _check("attack.noise_std", a.noise_std >= 0, ">= 0", a.noise_std)
-    n = a.clients  # NaN and inf fail every comparison here (found by tests/test_fuzz.py)
-    whole_or_fraction = 0 <= n < 1 or (1 <= n < float("inf") and n == int(n))
-    rule = "a count (a whole number >= 1) or a fraction (< 1) of num_clients"
-    _check("attack.clients", whole_or_fraction, rule, a.clients)
-    count = attacker_count(c.num_clients, a.clients)
-    _check("attack.clients", count <= c.num_clients, f"at most num_clients={c.num_clients}", a.clients)
-    if a.kind != "none" and count == 0:
-        raise ConfigError("attack.clients", f"attack={a.kind} needs attackers: a count >= 1 or a fraction")
 
 
 def from_dict(data: dict[str, Any]) -> ExperimentConfig:

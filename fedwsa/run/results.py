@@ -35,6 +35,7 @@ COLUMNS = (
 )  # fmt: skip
 
 
+PRIVACY_COLUMNS = ("epsilon", "delta", "clipping_norm", "noise_std")  # runs with privacy=... only
 LIST_COLUMNS = ("clients", "client_nodes", "failed_clients", "peak_memory_mb")  # space-separated in CSV
 
 
@@ -76,9 +77,15 @@ class RunLog:
     """Collects one row of metrics and one scope record per round and writes them out."""
 
     def __init__(
-        self, out_dir: str | Path, layers: Sequence[str], info: dict[str, Any] | None = None
+        self,
+        out_dir: str | Path,
+        layers: Sequence[str],
+        info: dict[str, Any] | None = None,
+        columns: Sequence[str] = COLUMNS,
     ) -> None:
-        """``info``: what ``metrics.json`` says of the whole run beside its rounds (the attackers)."""
+        """``info``: what ``metrics.json`` says of the whole run beside its rounds (the attackers);
+        ``columns``: each row's (:data:`COLUMNS`, and :data:`PRIVACY_COLUMNS` with privacy)."""
+        self.columns = tuple(columns)
         self.info = dict(info or {})
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +109,7 @@ class RunLog:
     def add_round(self, row: dict[str, Any], scopes: dict[str, Any]) -> dict[str, Any]:
         """Add a round (``row`` without the timing columns) and rewrite the files."""
         now = time.perf_counter()
-        full = {c: row.get(c) for c in COLUMNS}
+        full = {c: row.get(c) for c in self.columns}
         full["round_time_s"] = round(now - self._last, 3)
         full["elapsed_s"] = round(now - self.start, 3)
         self._last = now
@@ -118,7 +125,7 @@ class RunLog:
         if error:
             doc["error"] = error
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        w = csv.DictWriter(buf, fieldnames=self.columns, lineterminator="\n")
         w.writeheader()
         for r in self.rows:
             lists = {

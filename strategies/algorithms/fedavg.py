@@ -20,5 +20,5 @@ class FedAvg(Stateless, flwr_strategy.FedAvg):
 
 UNIT = Unit(
     "fedavg", "FedAvg (McMahan et al. 2017): the example-weighted average of the clients' models",
-    Settings, lambda setup, s: FedAvg(**setup.flower), color="tab:blue",
+    Settings, lambda setup, s: FedAvg(**setup.flower), color="tab:blue", dp_mean=True,
 )  # fmt: skip

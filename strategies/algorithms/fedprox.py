@@ -29,5 +29,5 @@ def build(setup: Setup, s: Settings) -> FedProx:
 
 UNIT = Unit(
     "fedprox", "FedProx (Li et al. 2020): clients pulled toward the global model by (mu/2)||w - w_t||^2",
-    Settings, build, color="tab:green", strength=("proximal_mu",),
+    Settings, build, color="tab:green", strength=("proximal_mu",), dp_mean=True,
 )  # fmt: skip

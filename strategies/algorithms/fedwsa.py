@@ -19,7 +19,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedwsa.moving_target import curvatures, moving_target, shrink_factor
-from fedwsa.run.config import ExperimentConfig
+from fedwsa.privacy import CENTRAL
+from fedwsa.run.config import ConfigError, ExperimentConfig
 from fedwsa.run.factory import new_model
 from fedwsa.run.wire import ARRAYS, METRICS, NUM_EXAMPLES
 from fedwsa.wsa import (
@@ -55,6 +56,13 @@ class Settings(Knobs):
                              ("target_rule", ("fused", "moving"))):  # fmt: skip
             value = getattr(self, key)
             knob(key, value in allowed, f"one of {', '.join(allowed)}", value)
+        if cfg.privacy.kind in CENTRAL and self.fusion != "global":
+            raise ConfigError(
+                "strategy.fusion",
+                f"privacy={cfg.privacy.kind} keeps the clients' own parameters private, so the target "
+                f"cannot fuse their scopes (fusion={self.fusion}): use strategy.fusion=global (the "
+                "scope of the privatised model)",
+            )
 
 
 class FedWSA(RoundState, FedAvg):
@@ -125,7 +133,7 @@ class FedWSA(RoundState, FedAvg):
         the next target, optionally align."""
         good = [m for m in replies if not m.has_error()]
         arrays, metrics = super().aggregate_train(server_round, good)
-        if arrays is None:
+        if arrays is None or self.from_release:  # privacy: the target comes from the release
             return arrays, metrics
         scopes = [self._scope(m.content[ARRAYS]) for m in good]  # type: ignore[arg-type]
         weights = [float(m.content[METRICS][NUM_EXAMPLES]) for m in good]  # type: ignore[index,arg-type]
@@ -133,6 +141,17 @@ class FedWSA(RoundState, FedAvg):
         fused = next_target(
             self.fusion, scopes, weights, scope_of_arrays(params, self.names), self.fusion_trim
         )
+        return self._advance(fused, params, arrays), metrics
+
+    def released(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
+        """With differential privacy: the next target is the released model's scope (the
+        ``global`` fusion; the clients' own scopes are not private)."""
+        params = {k: v.numpy() for k, v in arrays.items()}
+        return self._advance(scope_of_arrays(params, self.names), params, arrays)
+
+    def _advance(self, fused: np.ndarray, params: dict[str, np.ndarray], arrays: ArrayRecord) -> ArrayRecord:
+        """Make ``fused`` the next target (``target_rule=moving``: moved on from it) and
+        optionally align the new model to it."""
         if self.moving is not None:  # undo the pull's shrinking of the clients' drift
             m = self.moving
             h_mu, h_sigma = curvatures(
@@ -144,7 +163,7 @@ class FedWSA(RoundState, FedAvg):
         if self.align_global:
             aligned = align_to_scope(params, self.names, self.target)
             arrays = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in aligned.items()})
-        return arrays, metrics
+        return arrays
 
     def _scope(self, record: ArrayRecord) -> np.ndarray:
         return scope_of_arrays({n: record[n].numpy() for n in self.names}, self.names)
@@ -190,5 +209,5 @@ def warnings(cfg: ExperimentConfig, s: Settings) -> list[str]:
 
 UNIT = Unit(
     "fedwsa", "FedWSA: FedAvg with Weight Scope Alignment toward a fused target scope (shared/design/WSA.md)",
-    Settings, build, color="tab:red", strength=("wsa_lambda",), warnings=warnings,
+    Settings, build, color="tab:red", strength=("wsa_lambda",), warnings=warnings, dp_mean=True,
 )  # fmt: skip

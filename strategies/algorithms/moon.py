@@ -74,5 +74,5 @@ def build(setup: Setup, s: Settings) -> Moon:
 
 UNIT = Unit(
     "moon", "MOON (Li et al. 2021): a contrastive term keeps local representations near the global model's",
-    Settings, build, color="darkviolet", strength=("mu",), client_state=1,
+    Settings, build, color="darkviolet", strength=("mu",), client_state=1, dp_mean=True,
 )  # fmt: skip
