@@ -29,7 +29,8 @@ KEYS = [
     "partition.labels_per_client", "model.hidden", "dataset.alpha", "attack.kind", "attack.clients",
     "attack.scale", "strategy.wsa_lambda", "strategy.distance", "strategy.fusion", "strategy.fusion_trim",
     "federation.port", "checkpoint_every", "max_failed_rounds", "no_such_key", "strategy.no_such_knob",
-    "privacy.noise_multiplier", "privacy.clipping_norm", "privacy.delta", "privacy.epsilon", "privacy.count_std",
+    "privacy.noise_multiplier", "privacy.clipping_norm", "privacy.delta", "privacy.epsilon",
+    "privacy.count_std",
 ]  # fmt: skip
 GROUPS = {
     "strategy": [*registry.UNITS, "fedfoo"], "model": ["auto", "mlp", "cnn", "logreg", "resnet"],

@@ -97,6 +97,9 @@ def test_mismatch_by_hand():
     # spread: 0.1, 0.05, 0, 0.2 -> 0.0875; drop: 0.1, 0.1, 0, 1 - 0.2/0.25 = 0.2 -> 0.1
     assert m["spread"] == pytest.approx(0.0875)
     assert m["drop"] == pytest.approx(0.1)
+    assert m["growth"] == pytest.approx([1.0, 1.0])  # round 3's sigma over round 0's, per layer
+    scopes["rounds"][-1]["global"] = [[0, 0.15], [0, 0.1]]
+    assert mismatch(scopes)["growth"] == pytest.approx([1.5, 0.5])
 
 
 def test_spearman_by_hand():
@@ -148,6 +151,13 @@ def test_a_failed_final_counts_by_its_last_evaluated_accuracy(tmp_path):
     res = cell_results(cfg, out, cell, {"fedwsa": 1.0})
     w = res["strategies"]["fedwsa"]
     assert (w["seeds"], w["failed"], w["final"], w["best"]) == (2, 1, [0.5, 0.1], [0.5, 0.3])
+    # final.last=2: each final scored by its last two rounds: fedavg (0.5 + 0.6) / 2 = 0.55 and
+    # (0.7 + 0.7) / 2 = 0.70; fedwsa 0.45 and (0.3 + 0.1) / 2 = 0.20
+    two = load_preset(str(preset), ["final.last=2"])
+    res2 = cell_results(two, out, cell, {"fedwsa": 1.0})
+    assert res2["strategies"]["fedavg"]["final"] == pytest.approx([0.55, 0.70])
+    assert res2["strategies"]["fedwsa"]["final"] == pytest.approx([0.45, 0.20])
+    assert res2["strategies"]["fedwsa"]["best"] == [0.5, 0.3]  # the best round is not averaged
     d = res["decisions"]["fedwsa"]
     assert d["verdict"] == "no difference shown"
     assert d["diff"] == pytest.approx(-0.35) and d["pooled_sd"] == pytest.approx(math.sqrt(0.085 / 2))

@@ -129,14 +129,17 @@ def _mean(values: list[float]) -> float:
     return sum(finite) / len(finite) if finite else float("nan")
 
 
-def mismatch(scopes: dict[str, Any]) -> dict[str, float]:
+def mismatch(scopes: dict[str, Any]) -> dict[str, Any]:
     """The scope mismatch of one run, over rounds >= 1 that had replies, scoped layers averaged:
 
     - ``spread``: the clients' sigma after local training, std over clients / mean
       (``client_sigma_std / client_sigma_mean``);
     - ``drop``: how much sigma falls when the clients' models are averaged,
-      ``1 - sigma_global / client_sigma_mean``.
+      ``1 - sigma_global / client_sigma_mean``;
+    - ``growth``: per scoped layer, the global model's sigma in the last round over round 0's.
     """
+    first, final = scopes["rounds"][0]["global"], scopes["rounds"][-1]["global"]
+    growth = [b[1] / a[1] if a[1] > 0 else float("nan") for a, b in zip(first, final, strict=True)]
     spread, drop = [], []
     for rec in scopes["rounds"]:
         if rec["round"] < 1 or "client_sigma_mean" not in rec:
@@ -145,7 +148,7 @@ def mismatch(scopes: dict[str, Any]) -> dict[str, float]:
             if m > 0:
                 spread.append(s / m)
                 drop.append(1.0 - rec["global"][j][1] / m)
-    return {"spread": _mean(spread), "drop": _mean(drop)}
+    return {"spread": _mean(spread), "drop": _mean(drop), "growth": growth}
 
 
 def spearman(x: list[float], y: list[float]) -> float:

@@ -37,15 +37,18 @@ def cell_results(cfg: DictConfig, out: Path, cell: Cell, choice: dict[str, float
                 "accuracy": float(r[-1]["test_accuracy"]) if r else None,
                 "diverged": st == "failed" or (bool(r) and diverged(r, num_classes(j))),
             }
+    last = int(cfg.final.get("last", 1))  # the plan's number of last rounds a final is scored by
     for name, jobs in final_jobs(cfg, out, cell, choice).items():
-        res["strategies"][name] = {"value": choice.get(name), **final_entry(jobs)}
+        res["strategies"][name] = {"value": choice.get(name), **final_entry(jobs, last)}
     res["decisions"] = decisions(cfg, res["strategies"])
     return res
 
 
-def final_entry(jobs: list[Job]) -> dict[str, Any]:
+def final_entry(jobs: list[Job], last: int = 1) -> dict[str, Any]:
     """The final runs of one strategy in one cell: per ended seed its final and best test
-    accuracy, and the scope mismatch of the finished ones.
+    accuracy, and the scope mismatch of the finished ones. ``last`` (``final.last`` of the
+    preset): a final is scored by the mean test accuracy of its last ``last`` evaluated rounds
+    (1: the last round's).
 
     A failed final (the runner stopped it: every reply rejected for ``max_failed_rounds``
     rounds) counts as a seed, scored by the last test accuracy evaluated before it stopped:
@@ -57,10 +60,8 @@ def final_entry(jobs: list[Job]) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "seeds": len(scored),
         "failed": states.count("failed"),
-        "final": [float(r[-1]["test_accuracy"]) for _, _, r in scored],
-        "by_seed": {
-            j.out_dir.name.removeprefix("seed="): float(r[-1]["test_accuracy"]) for j, _, r in scored
-        },
+        "final": [_score(r, last) for _, _, r in scored],
+        "by_seed": {j.out_dir.name.removeprefix("seed="): _score(r, last) for j, _, r in scored},
         "best": [max(float(row["test_accuracy"]) for row in r) for _, _, r in scored],
         "mismatch": [],
     }
@@ -69,6 +70,12 @@ def final_entry(jobs: list[Job]) -> dict[str, Any]:
         if st == "finished" and scopes is not None:  # a failed run's scopes hold NaN
             entry["mismatch"].append(mismatch(scopes))
     return entry
+
+
+def _score(rows_: list[dict[str, Any]], last: int) -> float:
+    """Mean test accuracy of the last ``last`` rounds (fewer if the run has fewer)."""
+    tail = [float(r["test_accuracy"]) for r in rows_[-last:]]
+    return sum(tail) / len(tail)
 
 
 def decisions(cfg: DictConfig, st: dict[str, Any]) -> dict[str, Any]:

@@ -57,9 +57,31 @@ def report(cfg: DictConfig, out: Path, allcells: list[Cell], merge: Path | None 
     return folder
 
 
+def _growth_table(results: list[dict[str, Any]], names: list[str], axes: list[str]) -> list[str]:
+    """Per cell and strategy: each scoped layer's global sigma in the last round over round
+    0's, mean over the finished seeds (layers in the order of ``scopes.json``)."""
+    out: list[str] = []
+    for res in results:
+        for name in names:
+            mm = (res["strategies"].get(name) or {}).get("mismatch") or []
+            grows = [m["growth"] for m in mm if "growth" in m]
+            if not grows:
+                continue
+            if not out:
+                head = "## Each layer's sigma, last round over round 0 (global model, mean over seeds)"
+                out = ["", head, "",
+                       "| " + " | ".join(axes) + " | strategy | sigma ratio per layer, first to last |",
+                       "|" + "---|" * (len(axes) + 2)]  # fmt: skip
+            per_layer = [sum(g[i] for g in grows) / len(grows) for i in range(len(grows[0]))]
+            ratios = " ".join(f"{r:.2f}" for r in per_layer)
+            out.append("| " + " | ".join(res["cell"][a] for a in axes) + f" | {name} | {ratios} |")
+    return out
+
+
 def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: list[Cell]) -> list[str]:
     names = list(cfg.strategies)
     axes = list(cfg.axes)
+    last = int(cfg.final.get("last", 1))
     lines = [
         f"# Study: {cfg.get('title', '')}",
         "",
@@ -96,7 +118,8 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
     lines += [
         f"## Final runs ({split} split)",
         "",
-        "A failed run (stopped by the runner) counts as a seed, scored by its last evaluated accuracy.",
+        "A failed run (stopped by the runner) counts as a seed, scored by its last evaluated accuracy."
+        + (f" final acc: the mean test accuracy of each run's last {last} rounds." if last > 1 else ""),
         "",
         "| "
         + " | ".join(axes)
@@ -120,6 +143,7 @@ def write_markdown(cfg: DictConfig, results: list[dict[str, Any]], allcells: lis
                 + f" | {name} | {value} | {seeds} | {_pm(e['final'])} | {_pm(e['best'])}"
                 + f" | {spread} | {drop} |"
             )
+    lines += _growth_table(results, names, axes)
     lines += [
         "",
         "## Decisions (final accuracy; challenger minus the better reference, in pp; "
