@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +24,7 @@ from fedwsa.connectivity import BASELINES, ConnectSettings, run_connect
 from fedwsa.data import Dataset, load_dataset
 from fedwsa.models import build_model
 from fedwsa.run.config import ConfigError
+from fedwsa.run.results import atomic_write
 from fedwsa.wsa import model_stable_lambda, scoped_names
 
 CHOICES = {
@@ -31,6 +33,7 @@ CHOICES = {
     "fusion": ("mean", "mixture"),
     "stages": ("all", "pairwise"),
     "distance": ("kl", "w2"),
+    "normalize": ("none", "per_weight"),
 }
 
 
@@ -54,6 +57,7 @@ def settings(cfg: DictConfig) -> ConnectSettings:
         weight_decay=float(c["weight_decay"]),
         wsa_lambda=float(w["lambda"]),
         distance=w["distance"],
+        normalize=w.get("normalize", "none"),
         target=w["target"],
         fusion=w["fusion"],
         grid_points=c["grid_points"],
@@ -71,7 +75,7 @@ def settings(cfg: DictConfig) -> ConnectSettings:
     for key, allowed in CHOICES.items():
         value = getattr(s, key)
         if value not in allowed:
-            name = f"wsa.{key}" if key in ("target", "fusion", "distance") else key
+            name = f"wsa.{key}" if key in ("target", "fusion", "distance", "normalize") else key
             raise ConfigError(name, f"must be one of {', '.join(allowed)}; got {value!r}")
     for key, ok in (
         ("num_models", s.num_models >= 2),
@@ -94,7 +98,7 @@ def warn_unstable(s: ConnectSettings, ds: Dataset) -> None:
     """One line when ``wsa.lambda`` is past the WSA term's stable range for SGD at the initial
     target (``fedwsa.wsa.stable_lambda``), as ``experiments.run`` warns."""
     model = build_model(s.model, ds.input_shape, ds.num_classes, s.hidden)
-    bound, worst = model_stable_lambda(model, scoped_names(model), s.distance, "none", s.lr, s.momentum)
+    bound, worst = model_stable_lambda(model, scoped_names(model), s.distance, s.normalize, s.lr, s.momentum)
     if s.wsa_lambda >= bound:
         print(f"[fedwsa] warning: wsa.lambda={s.wsa_lambda:g} is beyond the stable range of the WSA term "
               f"for SGD at lr={s.lr:g}, momentum={s.momentum:g} (lambda < {bound:.3g} at the initial "
@@ -105,39 +109,46 @@ def warn_unstable(s: ConnectSettings, ds: Dataset) -> None:
 @hydra.main(config_path="conf", config_name="connect", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     with report_errors():
-        s = settings(cfg)
-        out = Path(cfg.out_dir).resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        ds = load_dataset(
-            cfg.dataset.name, str(Path(cfg.dataset.root).expanduser().resolve()), cfg.dataset.download
+        connect(cfg)
+
+
+def connect(cfg: DictConfig) -> dict[str, Any]:
+    """Run the composed ``cfg`` (``conf/connect.yaml``): train, walk, fuse, write the results
+    (``python -m experiments.study`` calls it for each run of a merging study). Raises
+    ``ConfigError`` or ``LaunchError`` (a diverged model: results.json is written first)."""
+    s = settings(cfg)
+    out = Path(cfg.out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    root = str(Path(cfg.dataset.root).expanduser().resolve())
+    ds = load_dataset(cfg.dataset.name, root, cfg.dataset.download)
+    print(f"[fedwsa] {s.num_models} models on {ds.name}, plain vs WSA (lambda={s.wsa_lambda}) -> {out}")
+    warn_unstable(s, ds)
+    res = run_connect(s, ds)
+    res["config"] = OmegaConf.to_container(cfg, resolve=True)
+    atomic_write(out / "results.json", json.dumps(res, indent=1))
+    variants = ["plain", "wsa", *s.baselines]
+    bad = {v: res[v]["diverged"] for v in variants if res[v]["diverged"]}
+    if bad:  # its barriers are not computed: say so, keep what was written, exit 1
+        what = "; ".join(f"{v}: model(s) {', '.join(map(str, ks))}" for v, ks in bad.items())
+        raise LaunchError(
+            f"training diverged (non-finite weights or loss) for {what}; no barrier or fusion "
+            f"is computed for them (results.json says so, in {out}); lower wsa.lambda or lr"
         )
-        print(f"[fedwsa] {s.num_models} models on {ds.name}, plain vs WSA (lambda={s.wsa_lambda}) -> {out}")
-        warn_unstable(s, ds)
-        res = run_connect(s, ds)
-        res["config"] = OmegaConf.to_container(cfg, resolve=True)
-        (out / "results.json").write_text(json.dumps(res, indent=1))
-        variants = ["plain", "wsa", *s.baselines]
-        bad = {v: res[v]["diverged"] for v in variants if res[v]["diverged"]}
-        if bad:  # its barriers are not computed: say so, keep what was written, exit 1
-            what = "; ".join(f"{v}: model(s) {', '.join(map(str, ks))}" for v, ks in bad.items())
-            raise LaunchError(
-                f"training diverged (non-finite weights or loss) for {what}; no barrier or fusion "
-                f"is computed for them (results.json says so, in {out}); lower wsa.lambda or lr"
-            )
-        lines = ["a," + ",".join(f"loss_{v},accuracy_{v}" for v in variants)]
-        for i, p in enumerate(res["plain"]["path"]):
-            points = [res[v]["path"][i] for v in variants]
-            lines.append(f"{p['a']}," + ",".join(f"{q['loss']},{q['accuracy']}" for q in points))
-        (out / "path.csv").write_text("\n".join(lines) + "\n")
-        plot_connect(res, out / "connect.png", title=f"{ds.name}, seed {s.seed}")
-        for v in variants:
-            r = res[v]
-            fused = r["stages"][-1]["accuracy"][0]
-            print(
-                f"[fedwsa] {v:5s}: loss barrier {r['barrier_loss']:.4f}, accuracy barrier "
-                f"{r['barrier_accuracy']:.4f}, fused accuracy {fused:.4f}"
-            )
-        print(f"[fedwsa] results written to {out}")
+    lines = ["a," + ",".join(f"loss_{v},accuracy_{v}" for v in variants)]
+    for i, p in enumerate(res["plain"]["path"]):
+        points = [res[v]["path"][i] for v in variants]
+        lines.append(f"{p['a']}," + ",".join(f"{q['loss']},{q['accuracy']}" for q in points))
+    (out / "path.csv").write_text("\n".join(lines) + "\n")
+    plot_connect(res, out / "connect.png", title=f"{ds.name}, seed {s.seed}")
+    for v in variants:
+        r = res[v]
+        fused = r["stages"][-1]["accuracy"][0]
+        print(
+            f"[fedwsa] {v:5s}: loss barrier {r['barrier_loss']:.4f}, accuracy barrier "
+            f"{r['barrier_accuracy']:.4f}, fused accuracy {fused:.4f}"
+        )
+    print(f"[fedwsa] results written to {out}")
+    return res
 
 
 if __name__ == "__main__":

@@ -235,3 +235,49 @@ def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fe
     fig.supxlabel(f"cells ({axes_names})\n" + "\n".join(rows), fontsize=6.5, color="dimgray")
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_tradeoff(
+    tables: dict[str, dict[str, dict[str, dict[str, Any]]]], path: Path, title: str = ""
+) -> None:
+    """Merged (midpoint) accuracy against the endpoints' accuracy, one panel per cell, one curve
+    per method over its strengths (means over seeds; ``experiments.study.merging``)."""
+    n = len(tables)
+    cols = min(n, 2)
+    rows_ = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows_, cols, figsize=(3.4 * cols, 2.9 * rows_ + 0.6), squeeze=False,
+                             constrained_layout=True)  # fmt: skip
+    styles = {v: c for v, (c, _) in VARIANT_STYLE.items() if v != "wsa"}
+    wsa_colors = iter(["tab:red", "darkviolet", "tab:brown", "tab:pink"])
+    shown: dict[str, str] = {}
+    for ax, (cell, table) in zip(axes.flat, tables.items(), strict=False):
+        curves: dict[str, list[tuple[float, float, float]]] = {}
+        for variants in table.values():
+            for e in variants.values():
+                vs = list(e["by_seed"].values())
+                if vs:
+                    point = (e["strength"], float(np.mean([v["endpoint"] for v in vs])),
+                             float(np.mean([v["merged"] for v in vs])))  # fmt: skip
+                    curves.setdefault(e["label"], []).append(point)
+        for lab, pts in sorted(curves.items()):
+            if lab not in shown:
+                shown[lab] = styles.get(lab) or next(wsa_colors, "black")
+            pts = sorted(set(pts))
+            plain = lab == "plain"  # one point (no strength), drawn on top of the curves
+            ax.plot([100 * p[1] for p in pts], [100 * p[2] for p in pts], color=shown[lab],
+                    marker="s" if plain else "o", ms=5 if plain else 3, lw=1.2, label=lab,
+                    zorder=3 if plain else 2)  # fmt: skip
+        ax.set_title(cell, fontsize=8)
+        ax.set_xlabel("endpoint accuracy (%, mean of A and B)")
+        ax.set_ylabel("merged accuracy (%, midpoint)")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=c, marker="s" if lab == "plain" else "o", ms=4, label=lab)
+               for lab, c in shown.items()]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.suptitle(f"{title}: merged vs endpoint accuracy (each point a strength)" if title else
+                 "merged vs endpoint accuracy (each point a strength)", fontsize=9)  # fmt: skip
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)

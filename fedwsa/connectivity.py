@@ -112,6 +112,7 @@ class ConnectSettings:
     weight_decay: float = 0.0
     wsa_lambda: float = 0.1
     distance: str = "kl"
+    normalize: str = "none"  # none | per_weight (fedwsa.wsa.NORMALIZATIONS)
     target: str = "init"  # init | fused
     fusion: str = "mixture"
     grid_points: int = 21
@@ -159,6 +160,7 @@ def _train(
         target=target,
         names=names,
         distance=s.distance,
+        normalize=s.normalize,
     )
     done = [epochs]
 

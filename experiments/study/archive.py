@@ -11,7 +11,14 @@ from pathlib import Path
 from experiments.study.preset import StudyError
 from fedwsa.run.results import RunFolder, atomic_write
 
-KEPT = ("metrics.json", "scopes.json", "config.json", "metrics.csv")  # not model.pt, not checkpoints
+KEPT = (
+    "metrics.json",
+    "scopes.json",
+    "config.json",
+    "metrics.csv",  # not model.pt, not checkpoints
+    "results.json",
+    "path.csv",
+)  # a merging study's runs (experiments.connect)
 
 
 def copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
@@ -19,13 +26,13 @@ def copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
     under ``dest``, unless the run there has ended too (or lies under ``skip``); an unfinished
     run there is replaced. Then the choices: ``dest``'s own win over ``src``'s."""
     n = 0
-    for metrics in sorted(src.rglob("metrics.json")):
-        run, target = metrics.parent, dest / metrics.parent.relative_to(src)
+    for found in sorted([*src.rglob("metrics.json"), *src.rglob("results.json")]):
+        run, target = found.parent, dest / found.parent.relative_to(src)
         if ".copy" in run.name:  # a copy left half-made by a process that was killed
             continue
-        if (skip and run.is_relative_to(skip)) or not RunFolder(run).ended():
+        if (skip and run.is_relative_to(skip)) or not _ended(run):
             continue
-        if RunFolder(target).ended():
+        if _ended(target):
             continue
         # copied aside, then renamed into place: two studies restoring the same folder at
         # once (one process per cell) each leave a whole copy, never half of one
@@ -46,6 +53,11 @@ def copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
         merged = {**json.loads((src / "choice.json").read_text()), **mine}
         atomic_write(dest / "choice.json", json.dumps(merged, indent=1))
     return n
+
+
+def _ended(run: Path) -> bool:
+    """A federated run whose metrics.json says it ended, or a merging run with its results."""
+    return (run / "results.json").is_file() or RunFolder(run).ended()
 
 
 def export(out: Path, dest: Path) -> int:

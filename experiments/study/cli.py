@@ -9,7 +9,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from experiments import study
+from experiments.study import merging
 from experiments.study.archive import export, restore
+from experiments.study.merging import is_merging
 from experiments.study.pool import run_side_by_side
 from experiments.study.preset import Cell, StudyError, cells, load_preset
 from experiments.study.runner import run_sequential, validate
@@ -80,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.restore:
             n = restore(a.restore.resolve(), out)
             print(f"[study] {n} ended runs restored from {a.restore}", flush=True)
+        if is_merging(cfg):  # each run an experiments.connect
+            if not a.report:
+                merging.run_all(cfg, out, todo, a.dry_run, a.workers)
+            if not a.dry_run:
+                merging.report(cfg, out, cells(cfg, []))
+            return 0
         if not a.report:
             run_study(cfg, out, todo, a.dry_run, a.workers)
         if not a.dry_run:

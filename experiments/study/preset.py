@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,7 +48,7 @@ def load_preset(name: str, overrides: list[str]) -> DictConfig:
         raise StudyError(f"no study preset {name!r} (a .yaml file, or one of: {known})")
     try:
         cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_dotlist(overrides))
-    except (OmegaConfBaseException, ValueError) as e:
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as e:
         raise StudyError(f"{path}: {str(e).splitlines()[0]}") from None
     if not isinstance(cfg, DictConfig):
         raise StudyError(f"{path}: a preset is a mapping of keys (common, axes, strategies, final, ...)")
