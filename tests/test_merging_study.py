@@ -131,8 +131,8 @@ def test_matched_endpoint_comparison_by_hand(tmp_path):
     0.02742]; t = 5.196, p = 0.03510 (one comparison: adjusted the same): helps."""
     preset = tmp_path / "tiny.yaml"
     preset.write_text(TINY + "  # matched\n")
-    cfg = load_preset(str(preset), ["analysis.matched.drop=0.02",
-                                    'analysis.matched.compare=[["wsa (per_weight, init)", prox]]'])  # fmt: skip
+    pair = 'analysis.matched.compare=[["wsa (per_weight, init)", prox]]'
+    cfg = load_preset(str(preset), ["analysis.matched.drop=0.02", pair])
     (cell,) = cells(cfg, [])
     for seed in range(3):
         res = _res((0.85, 0.85), 0.70)
@@ -146,7 +146,6 @@ def test_matched_endpoint_comparison_by_hand(tmp_path):
     assert (row["low"], row["high"]) == pytest.approx((0.00258, 0.02742), abs=1e-5)
     assert row["p"] == pytest.approx(0.03510, abs=1e-4) and row["verdict"] == "helps"
     # a level below every point of prox's curve: not reached, not compared
-    (row,) = matched(load_preset(str(preset), ["analysis.matched.drop=0.03",
-                                               'analysis.matched.compare=[["wsa (per_weight, init)", prox]]']),
-                     {cell.name: collect(cfg, tmp_path / "out", cell)})  # fmt: skip
+    lower = load_preset(str(preset), ["analysis.matched.drop=0.03", pair])
+    (row,) = matched(lower, {cell.name: collect(cfg, tmp_path / "out", cell)})
     assert row["seeds"] == 0 and row["verdict"].startswith("not compared")
