@@ -8,6 +8,7 @@
     python -m experiments.study wsa_where --export DIR       # ended runs' results, to keep in git
     python -m experiments.study wsa_where --restore DIR      # continue from them on a new machine
     python -m experiments.study wsa_where --report --merge OLD/study.json   # with an earlier report's cells
+    python -m experiments.study merging --workers 2          # a merging study (experiments.connect runs)
 
 A preset (``experiments/conf/study/<name>.yaml``) names the settings every run shares
 (``common``), the cells (the product of ``axes``; each value a list of overrides), the
@@ -33,5 +34,6 @@ The package, by job: ``preset`` (the preset, its cells and their runs), ``runner
 and a study's runs one after another), ``pool`` (side by side, ``--workers``), ``rules``
 (choice, decision rule, mismatch: pure functions tested by hand), ``scoring`` (each cell's
 results and decisions), ``writeup`` (study.md, study.json, the figure), ``archive``
-(``--export``/``--restore``), ``cli`` (the command line).
+(``--export``/``--restore``), ``merging`` (a ``kind: merging`` preset: each run one
+``experiments.connect``, and its report), ``cli`` (the command line).
 """
