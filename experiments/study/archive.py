@@ -11,14 +11,9 @@ from pathlib import Path
 from experiments.study.preset import StudyError
 from fedwsa.run.results import RunFolder, atomic_write
 
-KEPT = (
-    "metrics.json",
-    "scopes.json",
-    "config.json",
-    "metrics.csv",  # not model.pt, not checkpoints
-    "results.json",
-    "path.csv",
-)  # a merging study's runs (experiments.connect)
+# what a run keeps: not model.pt, not checkpoints; results.json and path.csv: a merging study's
+# runs (experiments.connect)
+KEPT = ("metrics.json", "scopes.json", "config.json", "metrics.csv", "results.json", "path.csv")
 
 
 def copy_ended(src: Path, dest: Path, skip: Path | None = None) -> int:
