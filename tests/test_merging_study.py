@@ -8,6 +8,8 @@ import json
 import pytest
 
 from experiments.study.cli import main
+from experiments.study.four import MAIN, best
+from experiments.study.four import main as four
 from experiments.study.merging import at, collect, comparisons, jobs, matched, values
 from experiments.study.preset import cells, load_preset
 
@@ -149,3 +151,38 @@ def test_matched_endpoint_comparison_by_hand(tmp_path):
     lower = load_preset(str(preset), ["analysis.matched.drop=0.03", pair])
     (row,) = matched(lower, {cell.name: collect(cfg, tmp_path / "out", cell)})
     assert row["seeds"] == 0 and row["verdict"].startswith("not compared")
+
+
+def test_phase_two_picks_each_methods_best_setting_by_the_plans_rule(tmp_path):
+    """plain: endpoint 0.85. WSA at 1, 5, 20: endpoints 0.84, 0.83, 0.80 with merged 0.75,
+    0.78, 0.82: at drop 0.02 the level is 0.83, so 20 is out and 5 (0.78) wins. prox at 0.01 and
+    0.1: endpoints 0.80 and 0.70: neither reaches 0.83, so the weakest, 0.01."""
+
+    def entry(label, strength, end, merged):
+        seed = {"endpoint": end, "merged": merged, "barrier": 0, "fused": merged}
+        return {"label": label, "strength": strength, "diverged": [], "by_seed": {"0": seed}}
+
+    table = {
+        "weak": {"plain": entry("plain", 0, 0.85, 0.70), "wsa": entry(MAIN, 1, 0.84, 0.75),
+                 "prox": entry("prox", 0.01, 0.80, 0.79)},
+        "middle": {"plain": entry("plain", 0, 0.85, 0.70), "wsa": entry(MAIN, 5, 0.83, 0.78),
+                   "prox": entry("prox", 0.1, 0.70, 0.70)},
+        "strong": {"plain": entry("plain", 0, 0.85, 0.70), "wsa": entry(MAIN, 20, 0.80, 0.82)},
+    }  # fmt: skip
+    assert best(table, 0.02) == {MAIN: 5, "prox": 0.01}
+
+
+def test_phase_two_presets_run(tmp_path):
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(
+        TINY.replace("seeds: [0, 1, 2]", "seeds: [0, 1]") + "  none: {overrides: [wsa.lambda=1]}\n"
+    )
+    out = tmp_path / "study"
+    assert main([str(preset), "--out", str(out)]) == 0
+    assert four([str(preset), "--out", str(out), "--into", str(tmp_path)]) == 0
+    (made,) = tmp_path.glob("tiny_four_*.yaml")
+    assert main([str(made), "--out", str(tmp_path / "four")]) == 0
+    report = (tmp_path / "four" / "report" / "merging.md").read_text()
+    assert "| cell=init=same | main | wsa (per_weight, init) |" in report
+    res = json.loads(next((tmp_path / "four").rglob("results.json")).read_text())
+    assert res["config"]["num_models"] == 4 and len(res["plain"]["stages"]) == 2  # pairwise: 4 -> 2 -> 1
