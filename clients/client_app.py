@@ -29,9 +29,8 @@ from fedwsa.run.wire import (
     encode_reply,
 )
 
-MODS: list[Mod] = [
-    privacy_mod
-]  # differential privacy, when the run asks for it (engine=inprocess applies them too)
+# differential privacy, when the run asks for it (engine=inprocess applies these mods too)
+MODS: list[Mod] = [privacy_mod]
 app = ClientApp(mods=MODS)
 
 
