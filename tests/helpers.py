@@ -1,5 +1,6 @@
 """Helpers for the end-to-end tests: run an entry point, read metrics, list Flower processes."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -7,6 +8,12 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
+import torch
+
+from fedwsa.run.config import ExperimentConfig, validate
+from strategies.rounds import run
+from tests.inprocess import Crash, LocalGrid
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOWER = ("flower-superlink", "flower-supernode", "flwr-simulation", "flwr-serverapp", "raylet", "gcs_server")
@@ -60,3 +67,21 @@ def placeless(rows):
     """Rows without ``client_nodes``: where clients trained differs between engines and
     machines, the results must not."""
     return [{k: v for k, v in r.items() if k != "client_nodes"} for r in rows]
+
+
+def resumes_bit_for_bit(tmp_path, **base):
+    """Run ``ExperimentConfig(**base)`` whole, then again killed in round 3 and resumed from its
+    checkpoint; assert the metrics rows and model.pt are identical. Returns the whole run's rows."""
+    whole = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "whole")))
+    run(LocalGrid(whole), whole)
+    cut = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "cut")))
+    with pytest.raises(Crash):
+        run(LocalGrid(cut, crash_in_round=3), cut)
+    resumed = dataclasses.replace(cut, resume=True)
+    run(LocalGrid(resumed), resumed)
+    rows = metrics(tmp_path / "whole")[0]
+    assert metrics(tmp_path / "cut")[0] == rows
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    return rows

@@ -3,7 +3,6 @@ computed by hand on small arrays (unequal client weights, unequal step counts, m
 0, so that a wrong weighting or a dropped term fails), a bit-identical resume from a
 mid-run checkpoint, and a user's own algorithm run from a config key."""
 
-import dataclasses
 import gc
 import math
 import os
@@ -22,9 +21,7 @@ from fedwsa.regularizers import build_regularizer
 from fedwsa.run.config import ExperimentConfig, StrategyConfig, validate
 from strategies import registry
 from strategies.base import RoundState, Setup
-from strategies.rounds import run
-from tests.helpers import ROOT, metrics
-from tests.inprocess import Crash, LocalGrid
+from tests.helpers import ROOT, metrics, resumes_bit_for_bit
 
 A = np.array
 CONF = ROOT / "experiments" / "conf" / "strategy"
@@ -267,17 +264,7 @@ def test_a_resumed_run_is_bit_identical(tmp_path, name, monkeypatch):
     monkeypatch.setattr(gc, "collect", lambda *a: 0)
     base = dict(num_clients=4, num_rounds=3, fraction_train=0.75, local_steps=2, eval_batch_size=400,
                 strategy=StrategyConfig(name, **KNOBS.get(name, {})))  # fmt: skip
-    whole = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "whole")))
-    run(LocalGrid(whole), whole)
-    cut = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "cut")))
-    with pytest.raises(Crash):
-        run(LocalGrid(cut, crash_in_round=3), cut)
-    resumed = dataclasses.replace(cut, resume=True)
-    run(LocalGrid(resumed), resumed)
-    assert metrics(tmp_path / "cut")[0] == metrics(tmp_path / "whole")[0]
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumes_bit_for_bit(tmp_path, **base)
 
 
 def test_the_resume_test_catches_a_forgotten_state(tmp_path, monkeypatch):

@@ -29,9 +29,7 @@ from strategies import registry
 from strategies.base import Setup
 from strategies.privacy import Private
 from strategies.replies import Update, beyond_bound
-from strategies.rounds import run
-from tests.helpers import metrics
-from tests.inprocess import Crash, LocalGrid
+from tests.helpers import resumes_bit_for_bit
 
 N = 200_000  # parameters: the noise's sample standard deviation is within 0.5 % (3 sigma: 1/sqrt(2N))
 
@@ -301,18 +299,7 @@ def test_a_private_run_records_epsilon_and_resumes_bit_for_bit(tmp_path, name, k
     p = PrivacyConfig(kind=kind, clipping_norm=0.5, noise_multiplier=0.3, count_std=1.0, epsilon=2.0)
     base = dict(num_clients=4, num_rounds=3, local_steps=2, eval_batch_size=400, privacy=p,
                 strategy=StrategyConfig(name, **knobs))  # fmt: skip
-    whole = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "whole")))
-    run(LocalGrid(whole), whole)
-    cut = validate(ExperimentConfig(**base, out_dir=str(tmp_path / "cut")))
-    with pytest.raises(Crash):
-        run(LocalGrid(cut, crash_in_round=3), cut)
-    resumed = dataclasses.replace(cut, resume=True)
-    run(LocalGrid(resumed), resumed)
-    rows, _ = metrics(tmp_path / "whole")
-    assert metrics(tmp_path / "cut")[0] == rows
-    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = resumes_bit_for_bit(tmp_path, **base)
     eps = [r["epsilon"] for r in rows]
     if name == "scaffold":  # its control variates are built from the raw replies: no epsilon claimed
         assert eps == [None] * 4
