@@ -195,12 +195,21 @@ def comparisons(
                 rows.append(
                     {"key": key, "cell": cell, "setting": setting, "challenger": chal, "reference": ref}
                 )
+    decide(rows, results, alpha)
+    for row in rows:
+        row["measure"] = measure
+    return rows
+
+
+def decide(rows: list[dict[str, Any]], results: dict[str, Paired], alpha: float) -> None:
+    """Holm over ``results`` (key -> paired comparison); each row whose ``key`` has one gets its
+    mean, interval, p, adjusted p and verdict."""
     adjusted = holm({k: p.p for k, p in results.items()}, alpha) if results else {}
     for row in rows:
-        p = results[row["key"]]
-        row.update(mean=p.mean, low=p.low, high=p.high, p=p.p, adjusted_p=adjusted[row["key"]],
-                   verdict=paired_verdict(p, adjusted[row["key"]], alpha), measure=measure)  # fmt: skip
-    return rows
+        if row["key"] in results:
+            p = results[row["key"]]
+            row.update(mean=p.mean, low=p.low, high=p.high, p=p.p, adjusted_p=adjusted[row["key"]],
+                       verdict=paired_verdict(p, adjusted[row["key"]], alpha))  # fmt: skip
 
 
 def at(points: list[tuple[float, float]], x: float) -> float | None:
@@ -250,14 +259,9 @@ def matched(cfg: DictConfig, tables: dict[str, dict[str, dict[str, dict[str, Any
             if len(both) >= 2:
                 results[key] = paired({s: read[a][s] for s in both}, {s: read[b][s] for s in both}, alpha)  # type: ignore[misc]
             rows.append(row)
-    adjusted = holm({k: p.p for k, p in results.items()}, alpha) if results else {}
+    decide(rows, results, alpha)
     for row in rows:
-        if row["key"] in results:
-            p = results[row["key"]]
-            row.update(mean=p.mean, low=p.low, high=p.high, p=p.p, adjusted_p=adjusted[row["key"]],
-                       verdict=paired_verdict(p, adjusted[row["key"]], alpha))  # fmt: skip
-        else:
-            row["verdict"] = "not compared (fewer than 2 seeds reach the level)"
+        row.setdefault("verdict", "not compared (fewer than 2 seeds reach the level)")
     return rows
 
 
