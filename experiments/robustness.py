@@ -24,8 +24,9 @@ CLEAN = "attack=none"
 
 
 def final_accuracy(run: Path) -> float | None:
-    rows = RunFolder(run).rows()
-    return float(rows[-1]["test_accuracy"]) if rows and RunFolder(run).ended() else None
+    folder = RunFolder(run)
+    rows = folder.rows()
+    return float(rows[-1]["test_accuracy"]) if rows and folder.ended() else None
 
 
 def last_target(run: Path) -> list[float] | None:

@@ -101,9 +101,9 @@ class Private(RoundState):
     # --- what the loop records --------------------------------------------------------------
     def spent(self) -> dict[str, Any]:
         """This round's privacy entries of ``metrics.json``."""
-        eps = epsilon(self.multipliers, self.p.delta) if self.accounted and self.multipliers else None
-        if not self.multipliers and self.accounted:
-            eps = 0.0
+        eps = None  # no epsilon claimed for this strategy
+        if self.accounted:
+            eps = epsilon(self.multipliers, self.p.delta) if self.multipliers else 0.0
         return {
             "epsilon": eps,
             "delta": self.p.delta,
