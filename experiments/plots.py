@@ -190,6 +190,56 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
     plt.close(fig)
 
 
+def growth(runs: list[Any], layer: int) -> list[list[float]]:
+    """Per run, the global model's sigma of one layer in each round over round 0's."""
+    out = []
+    for r in runs:
+        sig = [rec["global"][layer][1] for rec in r.scopes["rounds"]]
+        out.append([s / sig[0] if sig[0] > 0 else float("nan") for s in sig])
+    return out
+
+
+def plot_growth(groups: list[Any], path: Path, alpha: float) -> None:
+    """Per layer, the global model's sigma over its round-0 value, round by round: one line per
+    strategy (mean over seeds; no bands, so that many strategies stay readable). A strategy
+    whose label names a moving target is dashed, beside the solid line of the same colour
+    order, so that a grid over two target rules reads as pairs."""
+    gs = sorted((g for g in groups if g.alpha == alpha and g.runs[0].scopes), key=lambda g: g.label)
+    if not gs:
+        return
+    layers = gs[0].runs[0].scopes["layers"]
+    fig, axes = plt.subplots(1, len(layers), figsize=(2.1 * len(layers) + 0.4, 2.9), squeeze=False,
+                             layout="constrained")  # fmt: skip
+
+    def twin(label: str) -> str:  # the same strategy with the fused (default) target
+        return label.replace("target_rule=moving, ", "").replace(", target_rule=moving", "")
+
+    colors = _colors(list(dict.fromkeys(twin(g.label) for g in gs)))
+    for g in gs:
+        moving = "moving" in g.label
+        color = colors[twin(g.label)]
+        for j in range(len(layers)):
+            mean = np.nanmean(np.array(growth(g.runs, j)), axis=0)
+            rounds = [int(x["round"]) for x in g.runs[0].scopes["rounds"]]
+            axes[0][j].plot(rounds, mean, color=color, ls="--" if moving else "-", lw=1.3,
+                            label=f"{g.label} ({len(g.runs)} seeds)")  # fmt: skip
+    for j, name in enumerate(layers):
+        ax = axes[0][j]
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("round")
+        ax.axhline(1.0, color="gray", lw=0.6)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0][0].set_ylabel("global sigma / round 0's")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=7,
+               frameon=False)  # fmt: skip
+    fig.suptitle(f"Each layer's weight spread relative to the initial model, Dirichlet alpha = {alpha:g}"
+                 " (mean over seeds)")  # fmt: skip
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_mechanism(points: list[dict[str, Any]], path: Path, baseline: str = "fedavg") -> None:
     """WSA's gain over the baseline (pp, mean over seeds, bars: +- one standard error of the
     difference) against the baseline's scope mismatch: left the clients' sigma spread, right

@@ -5,7 +5,7 @@
 
 Finds every finished run under the given folders, refuses to mix runs whose non-swept
 settings differ, and writes results.md, results.csv, accuracy.png, scopes_alpha<a>.png
-and summary.md (default: <first folder>/report).
+sigma_growth_alpha<a>.png and summary.md (default: <first folder>/report).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import csv
 import sys
 from pathlib import Path
 
-from experiments.plots import plot_accuracy, plot_final, plot_scopes
+from experiments.plots import plot_accuracy, plot_final, plot_growth, plot_scopes
 from experiments.study.rules import holm, paired
 from experiments.summary import (
     Group,
@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_final(groups, out / "final.png", on)
     for alpha in sorted({g.alpha for g in groups}):
         plot_scopes(groups, out / f"scopes_alpha{alpha:g}.png", alpha)
+        plot_growth(groups, out / f"sigma_growth_alpha{alpha:g}.png", alpha)
     if a.paired:
         table = paired_table(groups, a.paired)
         if table is None:

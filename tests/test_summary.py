@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from experiments.plots import growth
 from experiments.report import main as report_main
 from experiments.summary import (
     ReportError,
@@ -67,7 +68,8 @@ def test_report_table_figures_and_summary(sweep, capsys):
     assert report_main([str(sweep), "--target", "0.65"]) == 0
     out = sweep / "report"
     assert {"results.md", "results.csv", "accuracy.png", "final.png", "scopes_alpha0.1.png",
-            "scopes_alpha0.5.png", "summary.md"} <= {p.name for p in out.iterdir()}  # fmt: skip
+            "scopes_alpha0.5.png", "sigma_growth_alpha0.1.png", "sigma_growth_alpha0.5.png",
+            "summary.md"} <= {p.name for p in out.iterdir()}  # fmt: skip
     table = (out / "results.md").read_text()
     # fedwsa final: 0.7, 0.9 -> 80.00 +- 14.14; best the same; fedavg final 0.6, 0.8 -> 70.00 +- 14.14
     # rounds to 0.65: fedwsa seed 0 at round 2, seed 1 at round 1 -> 1.5; fedavg only seed 1 (round 2)
@@ -76,6 +78,14 @@ def test_report_table_figures_and_summary(sweep, capsys):
     assert "within one seed std" in (out / "summary.md").read_text()
     for png in out.glob("*.png"):
         assert png.stat().st_size > 10_000
+
+
+def test_sigma_growth_by_hand(sweep):
+    # _write_run's layer w1 has sigma 0.1 + 0.01 i in round i: 0.10, 0.11, 0.12 -> 1, 1.1, 1.2;
+    # w2 keeps 0.2 -> 1, 1, 1
+    runs, _ = find_runs([sweep])
+    assert growth(runs[:1], 0) == [pytest.approx([1.0, 1.1, 1.2])]
+    assert growth(runs[:1], 1) == [[1.0, 1.0, 1.0]]
 
 
 def test_refuses_mixed_settings(sweep):
