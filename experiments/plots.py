@@ -202,40 +202,43 @@ def growth(runs: list[Any], layer: int) -> list[list[float]]:
 def plot_growth(groups: list[Any], path: Path, alpha: float) -> None:
     """Per layer, the global model's sigma over its round-0 value, round by round: one line per
     strategy (mean over seeds; no bands, so that many strategies stay readable). A strategy
-    whose label names a moving target is dashed, beside the solid line of the same colour
-    order, so that a grid over two target rules reads as pairs."""
+    whose label names a moving target is dashed, in the colour of its fused twin, so that a
+    grid over two target rules reads as pairs. Panels three to a row: a paper's page width."""
     gs = sorted((g for g in groups if g.alpha == alpha and g.runs[0].scopes), key=lambda g: g.label)
     if not gs:
         return
     layers = gs[0].runs[0].scopes["layers"]
-    fig, axes = plt.subplots(1, len(layers), figsize=(2.1 * len(layers) + 0.4, 2.9), squeeze=False,
-                             layout="constrained")  # fmt: skip
+    cols = min(3, len(layers))
+    rows_ = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(7.0, 2.1 * rows_ + 0.25 * math.ceil(len(gs) / 2) + 0.5),
+                             squeeze=False, layout="constrained")  # fmt: skip
 
     def twin(label: str) -> str:  # the same strategy with the fused (default) target
-        return label.replace("target_rule=moving, ", "").replace(", target_rule=moving", "")
+        return label.replace("target_rule=moving", "target_rule=fused")
 
     colors = _colors(list(dict.fromkeys(twin(g.label) for g in gs)))
     for g in gs:
-        moving = "moving" in g.label
-        color = colors[twin(g.label)]
-        for j in range(len(layers)):
+        rounds = [int(x["round"]) for x in g.runs[0].scopes["rounds"]]
+        for j, ax in enumerate(axes.flat[: len(layers)]):
             mean = np.nanmean(np.array(growth(g.runs, j)), axis=0)
-            rounds = [int(x["round"]) for x in g.runs[0].scopes["rounds"]]
-            axes[0][j].plot(rounds, mean, color=color, ls="--" if moving else "-", lw=1.3,
-                            label=f"{g.label} ({len(g.runs)} seeds)")  # fmt: skip
-    for j, name in enumerate(layers):
-        ax = axes[0][j]
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("round")
+            ax.plot(rounds, mean, color=colors[twin(g.label)], ls="--" if "moving" in g.label else "-",
+                    lw=1.3, label=f"{g.label} ({len(g.runs)} seeds)")  # fmt: skip
+    for j, ax in enumerate(axes.flat):
+        if j >= len(layers):
+            ax.axis("off")
+            continue
+        ax.set_title(layers[j], fontsize=8)
         ax.axhline(1.0, color="gray", lw=0.6)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0][0].set_ylabel("global sigma / round 0's")
+        if j >= len(layers) - cols:
+            ax.set_xlabel("round")
+        if j % cols == 0:
+            ax.set_ylabel("sigma / round 0's")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=7,
-               frameon=False)  # fmt: skip
-    fig.suptitle(f"Each layer's weight spread relative to the initial model, Dirichlet alpha = {alpha:g}"
-                 " (mean over seeds)")  # fmt: skip
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=7, frameon=False)
+    fig.suptitle(f"Global model's weight spread per layer over its initial value (alpha = {alpha:g}, "
+                 "mean over seeds)")  # fmt: skip
     fig.savefig(path)
     plt.close(fig)
 
