@@ -4,7 +4,7 @@
     python -m experiments.report outputs/2026-11-26 --target 0.8 --out report/
 
 Finds every finished run under the given folders, refuses to mix runs whose non-swept
-settings differ, and writes results.md, results.csv, accuracy.png, scopes_alpha<a>.png
+settings differ, and writes results.md, results.csv, accuracy.png, scopes_alpha<a>.png,
 sigma_growth_alpha<a>.png and summary.md (default: <first folder>/report).
 """
 
