@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
+from experiments.study.rules import sigma_ratio
 from strategies import registry
 
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8, "figure.dpi": 150})
@@ -191,12 +192,9 @@ def plot_scopes(groups: list[Any], path: Path, alpha: float) -> None:
 
 
 def growth(runs: list[Any], layer: int) -> list[list[float]]:
-    """Per run, the global model's sigma of one layer in each round over round 0's."""
-    out = []
-    for r in runs:
-        sig = [rec["global"][layer][1] for rec in r.scopes["rounds"]]
-        out.append([s / sig[0] if sig[0] > 0 else float("nan") for s in sig])
-    return out
+    """Per run, the global model's sigma of one layer in each round over round 0's (the
+    study's sigma-growth table reads the last round of the same ratio)."""
+    return [sigma_ratio(r.scopes, layer) for r in runs]
 
 
 def plot_growth(groups: list[Any], path: Path, alpha: float) -> None:

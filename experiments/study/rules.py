@@ -138,8 +138,7 @@ def mismatch(scopes: dict[str, Any]) -> dict[str, Any]:
       ``1 - sigma_global / client_sigma_mean``;
     - ``growth``: per scoped layer, the global model's sigma in the last round over round 0's.
     """
-    first, final = scopes["rounds"][0]["global"], scopes["rounds"][-1]["global"]
-    growth = [b[1] / a[1] if a[1] > 0 else float("nan") for a, b in zip(first, final, strict=True)]
+    growth = [sigma_ratio(scopes, j)[-1] for j in range(len(scopes["rounds"][0]["global"]))]
     spread, drop = [], []
     for rec in scopes["rounds"]:
         if rec["round"] < 1 or "client_sigma_mean" not in rec:
@@ -149,6 +148,12 @@ def mismatch(scopes: dict[str, Any]) -> dict[str, Any]:
                 spread.append(s / m)
                 drop.append(1.0 - rec["global"][j][1] / m)
     return {"spread": _mean(spread), "drop": _mean(drop), "growth": growth}
+
+
+def sigma_ratio(scopes: dict[str, Any], layer: int) -> list[float]:
+    """One layer's global sigma in each round over round 0's (NaN where round 0's is 0)."""
+    sig = [rec["global"][layer][1] for rec in scopes["rounds"]]
+    return [s / sig[0] if sig[0] > 0 else float("nan") for s in sig]
 
 
 def spearman(x: list[float], y: list[float]) -> float:
